@@ -1,0 +1,53 @@
+# The README's commands. Each target sets up .venv by itself on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+TORCH_VERSION := 2.13.0
+
+export PATH := $(BIN):$(PATH)
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow/mlflow.db
+
+.PHONY: help venv run test test-all lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: a CPU build unless a GPU is present (an unpinned torch pulls GBs of CUDA wheels)
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install -q torch==$(TORCH_VERSION); \
+	else \
+		$(BIN)/pip install -q torch==$(TORCH_VERSION)+cpu 2>/dev/null || \
+		$(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/cpu \
+			--extra-index-url https://pypi.org/simple; \
+	fi
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed  ## create .venv with the project and its tools
+
+run: venv  ## run the pipeline (dvc repro) on the configured source: the offline demo corpus by default
+	dvc repro
+
+test: venv  ## fast test suite (unit, data, small end-to-end)
+	pytest -q
+
+test-all: venv  ## every test, slow ones included
+	pytest -q -m "slow or not slow"
+
+lint: venv  ## ruff lint and format check
+	ruff check .
+	ruff format --check .
+
+format: venv  ## apply ruff's fixes and formatting
+	ruff check --fix .
+	ruff format .
+
+clean:  ## remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Computation for the RAVDESS speech-emotion pipeline: plain functions, no I/O side effects."""

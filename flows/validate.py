@@ -1,0 +1,62 @@
+"""Stage ``validate``: a metadata table of the raw clips, checked by a Great Expectations suite.
+
+Clips that cannot be read or fail a per-row check are listed with their reason in the
+rejected table and left out; the stage fails when their share exceeds
+``validate.max_rejected_share``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from components.discover import discover
+from components.metadata import build_metadata
+from components.parquet import write_table
+from components.validate import ValidationReport, validate_clips
+from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, write_text
+from flows.params import section
+from flows.paths import CLIPS_TABLE, METRICS_DIR, RAW_DIR, REJECTED_TABLE, VALIDATION_DOCS_DIR
+
+
+def check_data(data: Path, params: dict[str, Any], docs_dir: Path | None) -> ValidationReport:
+    """Discover, describe and validate the clips under ``data`` (folder or zip)."""
+    discovery = discover(data)
+    clips, rejected = build_metadata(
+        discovery, silence_dbfs=params["silence_dbfs"], n_jobs=params.get("n_jobs", 1)
+    )
+    return validate_clips(clips, rejected, params, docs_dir=docs_dir)
+
+
+def save_report(report: ValidationReport, out_dir: Path) -> None:
+    """Write the accepted-clips table (Parquet) and the rejected table (CSV), atomically."""
+    write_table(report.clips, out_dir / CLIPS_TABLE.name)
+    write_text(out_dir / REJECTED_TABLE.name, report.rejected.to_csv(index=False))
+
+
+@flow(name="validate")
+@fail_cleanly
+def validate(
+    params: dict[str, Any],
+    data: Path = RAW_DIR,
+    out_dir: Path = CLIPS_TABLE.parent,
+    docs_dir: Path | None = VALIDATION_DOCS_DIR,
+) -> dict[str, Any]:
+    """Validate ``data``, save the tables, and fail when too many files were rejected."""
+    report = check_data(Path(data), params, Path(docs_dir) if docs_dir else None)
+    get_run_logger().info("validate:\n%s", report.summary())
+    save_report(report, Path(out_dir))
+    report.raise_if_failed()
+    return report.metrics()
+
+
+def main() -> None:
+    """Entry point of the DVC stage."""
+    metrics = run_flow(validate, params=section("validate"))
+    write_json(METRICS_DIR / "validate.json", metrics)
+
+
+if __name__ == "__main__":
+    exit_on_error(main)

@@ -1,0 +1,65 @@
+"""Shared fixtures: generated audio, the optional real RAVDESS sample, one Prefect harness."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Set before any test imports Prefect, Great Expectations or MLflow.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def tone(
+    dur: float = 1.0, sampling_rate: int = 16_000, freq: float = 220.0, amplitude: float = 0.3, seed: int = 0
+) -> np.ndarray:
+    """A harmonic tone with a little noise, as float32 mono."""
+    t = np.arange(int(dur * sampling_rate)) / sampling_rate
+    signal = sum(amplitude / k * np.sin(2 * np.pi * freq * k * t) for k in range(1, 6))
+    signal = signal + 0.01 * np.random.default_rng(seed).standard_normal(len(t))
+    return signal.astype(np.float32)
+
+
+@pytest.fixture
+def write_wav() -> Callable[..., Path]:
+    """Write a WAV file; returns its path. ``write_wav(path, signal, sampling_rate, subtype)``."""
+
+    def write(
+        path: Path, signal: np.ndarray | None = None, sampling_rate: int = 16_000, subtype: str = "PCM_16"
+    ) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(
+            path,
+            tone(sampling_rate=sampling_rate) if signal is None else signal,
+            sampling_rate,
+            subtype=subtype,
+        )
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir() -> Path:
+    """The real RAVDESS sample (actors 01-12): ``RAVDESS_DIR`` or ``../shared/ravdess``; else skip."""
+    path = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess"))
+    if not (path / "speech").is_dir():
+        pytest.skip(f"real RAVDESS sample not found at {path} (set RAVDESS_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API for the whole session (starting one costs seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -36,7 +36,8 @@ def read_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -
     except FileNotFoundError as err:
         raise SerError(f"{label}: file not found") from err
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise SerError(f"{label}: not a readable WAV/FLAC file ({err})") from err
+        detail = getattr(err, "error_string", None) or str(err)
+        raise SerError(f"{label}: not a readable WAV/FLAC file ({detail})") from err
     if signal.shape[0] == 0:
         raise SerError(f"{label}: the file holds no samples (zero length)")
     if not np.isfinite(signal).all():

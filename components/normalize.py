@@ -1,0 +1,65 @@
+"""Speaker normalisation: remove each speaker's own level and spread from their features.
+
+Voices differ in pitch, loudness and timbre more than one voice differs between emotions, so a
+speaker-independent model does better on features relative to the speaker's own average. The
+statistics come from the speaker's clips themselves, with no labels, so the same step is
+allowed on test speakers (it is unsupervised, transductive adaptation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from components.errors import SerError
+
+MIN_STD = 1e-8  # floor for a column's spread: a constant column becomes 0, not NaN or inf
+
+
+def normalize_per_speaker(
+    features: np.ndarray, speakers: np.ndarray, min_clips: int = 2, min_std: float = MIN_STD
+) -> np.ndarray:
+    """Z-score each speaker's rows with that speaker's own mean and standard deviation.
+
+    Only the features and the speaker ids are used, never an emotion label, so no label
+    leaks from test clips. The catch is at prediction time: a new speaker must bring several
+    clips (ideally spanning several emotions) before their statistics mean anything; a single
+    clip would normalise to all zeros, which is why fewer than ``min_clips`` clips is an error.
+
+    Args:
+        features: ``(n_clips, n_features)`` finite values (a 1-D array counts as one feature).
+        speakers: ``(n_clips,)`` speaker ids, for example the ``actor`` column.
+        min_clips: The fewest clips a speaker may have.
+        min_std: Floor of the per-speaker standard deviation (population, ``ddof=0``); a
+            column constant for a speaker becomes 0 for that speaker.
+
+    Returns:
+        An array of the input's shape (float64, or the input's float dtype) in which each
+        speaker's rows have mean 0 and standard deviation 1 in every non-constant column.
+
+    Raises:
+        SerError: Shapes disagree, values are not finite, or a speaker has too few clips.
+    """
+    values = np.asarray(features)
+    ids = np.asarray(speakers).ravel()
+    matrix = values.reshape(len(values), -1) if values.ndim == 1 else values
+    if matrix.ndim != 2 or len(matrix) != len(ids):
+        raise SerError(f"features of shape {values.shape} need one row per speaker id ({len(ids)} ids given)")
+    if not np.isfinite(matrix).all():
+        bad = int((~np.isfinite(matrix)).any(axis=1).sum())
+        raise SerError(f"{bad} clip(s) have NaN or infinite features; fix or impute them before normalising")
+    dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
+    out = np.empty(matrix.shape, dtype=np.float64)
+    speaker_ids, counts = np.unique(ids, return_counts=True)
+    too_few = speaker_ids[counts < min_clips]
+    if len(too_few):
+        raise SerError(
+            f"speaker(s) {too_few.tolist()} have fewer than {min_clips} clips: per-speaker statistics "
+            "need several clips of each speaker"
+        )
+    for speaker in speaker_ids:
+        rows = ids == speaker
+        block = matrix[rows].astype(np.float64)
+        mean = block.mean(axis=0)
+        std = np.maximum(block.std(axis=0), min_std)
+        out[rows] = (block - mean) / std
+    return out.reshape(values.shape).astype(dtype, copy=False)

@@ -1,0 +1,85 @@
+"""Stage ``featurize``: Parquet feature caches for every validated clip.
+
+One table per feature set under ``data/features/``, one row per clip keyed by clip id and
+content hash. Clips whose content is unchanged are reused, so only new or changed audio is
+extracted when the corpus grows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+
+from components.discover import discover
+from components.errors import SerError
+from components.featurize import FeaturizeSummary, featurize
+from components.features.sets import extract_params
+from components.metadata import build_metadata
+from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
+from flows.params import load_params
+from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR
+
+
+def summarize(summary: FeaturizeSummary) -> dict[str, Any]:
+    """Plain metrics of a featurize run (also what DVC shows with ``dvc metrics show``)."""
+    return {
+        "n_clips": summary.n_clips,
+        "n_failed": len(summary.failures),
+        "seconds": round(summary.seconds, 2),
+        "clips_per_s": round(summary.n_clips / summary.seconds, 1) if summary.seconds else None,
+        "sets": {name: vars(counts) for name, counts in summary.sets.items()},
+    }
+
+
+def extract_features(
+    clips: pd.DataFrame, out_dir: Path, settings: dict[str, Any], feature_sets=None, n_jobs=None
+) -> dict[str, Any]:
+    """Extract the configured sets for ``clips`` into ``out_dir``; fail if no clip could be read."""
+    section = settings["featurize"]
+    summary = featurize(
+        clips,
+        out_dir,
+        feature_sets or section["feature_sets"],
+        extract_params(settings["preprocess"], section),
+        n_jobs=n_jobs or section["n_jobs"],
+    )
+    if summary.n_clips and len(summary.failures) == summary.n_clips:
+        raise SerError(f"featurize: none of the {summary.n_clips} clips could be read: {summary.failures[0]}")
+    return summarize(summary)
+
+
+@flow(name="featurize")
+@fail_cleanly
+def featurize_stage(
+    settings: dict[str, Any], clips_table: Path = CLIPS_TABLE, out_dir: Path = FEATURES_DIR
+) -> dict[str, Any]:
+    """Extract features for the clips the validate stage accepted."""
+    logger = get_run_logger()
+    clips = pd.read_parquet(clips_table)
+    metrics = extract_features(clips, Path(out_dir), settings)
+    for name, counts in metrics["sets"].items():
+        logger.info("featurize %s: %s", name, counts)
+    if metrics["n_failed"]:
+        logger.warning("featurize: %d clips could not be read and were left out", metrics["n_failed"])
+    return metrics
+
+
+def featurize_data(
+    data: Path, out: Path, settings: dict[str, Any], feature_sets=None, n_jobs=None
+) -> dict[str, Any]:
+    """Featurize a folder or zip directly (outside DVC): every readable RAVDESS clip in it."""
+    clips, _ = build_metadata(discover(data), silence_dbfs=settings["validate"]["silence_dbfs"])
+    return extract_features(clips, Path(out), settings, feature_sets, n_jobs)
+
+
+def main() -> None:
+    """Entry point of the DVC stage."""
+    metrics = run_flow(featurize_stage, settings=load_params())
+    write_json(METRICS_DIR / "featurize.json", metrics)
+
+
+if __name__ == "__main__":
+    exit_on_error(main)

@@ -118,7 +118,26 @@ def load_clip(
         A float32 mono signal at ``sampling_rate``.
     """
     signal, rate = read_audio(source, name=name)
-    mono = resample(to_mono(signal), rate, sampling_rate)
+    return prepare_signal(signal, rate, clip_dur, trim_top_db, sampling_rate)
+
+
+def prepare_signal(
+    signal: np.ndarray,
+    rate: int,
+    clip_dur: float | None = 4.0,
+    trim_top_db: float | None = None,
+    sampling_rate: int = SAMPLING_RATE,
+) -> np.ndarray:
+    """What :func:`load_clip` does after reading: mono, resample, trim, fix the length.
+
+    Args:
+        signal: ``(n_samples,)`` or ``(n_samples, n_channels)`` samples in [-1, 1].
+        rate: Its sampling rate in Hz.
+        clip_dur: Pad/trim to this many seconds; ``None`` keeps the natural length.
+        trim_top_db: Silence trimming threshold in dB below peak; ``None`` keeps it.
+        sampling_rate: Output rate in Hz.
+    """
+    mono = resample(to_mono(np.asarray(signal, dtype=np.float32)), rate, sampling_rate)
     if trim_top_db is not None:
         mono = trim_silence(mono, sampling_rate, trim_top_db)
     if clip_dur is not None:

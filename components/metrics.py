@@ -191,3 +191,16 @@ def format_table(rows: list[dict], columns: Sequence[str], digits: int = 3) -> s
 
     rule = ["-" * (w - 1) + ":" if num else "-" * w for w, num in zip(widths, numeric, strict=True)]
     return "\n".join([line(list(columns)), line(rule), *(line(values) for values in cells)])
+
+
+def confusion_pairs(
+    confusion: Sequence[Sequence[int]], classes: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """Expand a confusion matrix back into ``(y_true, y_pred)`` lists (for pooled reports and plots)."""
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    for i, row in enumerate(confusion):
+        for j, count in enumerate(row):
+            y_true += [classes[i]] * int(count)
+            y_pred += [classes[j]] * int(count)
+    return y_true, y_pred

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,38 @@ def fail_cleanly(body: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """Use the configured Prefect API, or start one temporary server for this process and its children.
+
+    Prefect starts a temporary server by itself when none is configured, but worker processes
+    of a process-based task runner would each start their own; exporting the URL shares one.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send the last log lines before the server goes away
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
 def run_flow(flow: Any, **kwargs: Any) -> Any:
     """Run a flow and return its result, raising ``SerError`` with its message if it failed."""
-    state = flow(return_state=True, **kwargs)
+    with prefect_api():
+        state = flow(return_state=True, **kwargs)
     if not state.is_completed():
         raise SerError(state.message or f"{flow.name} ended in state {state.type.value}")
     return state.result()

@@ -15,3 +15,4 @@ REJECTED_TABLE = METADATA_DIR / "rejected.csv"
 FEATURES_DIR = Path("data/features")
 METRICS_DIR = Path("metrics")
 VALIDATION_DOCS_DIR = Path("reports/validation")
+PLOTS_DIR = Path("plots")

@@ -1,0 +1,103 @@
+"""Cross-validated evaluation of one model on a dataset, split by split."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from components.dataset import Dataset
+from components.metrics import compute_metrics, summarize_folds
+from components.models import DEEP_KINDS, build_model, fit_model
+from components.protocols import Split
+from components.ravdess import EMOTIONS
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the comparison: its kind, settings and the inputs it reads."""
+
+    name: str
+    kind: str
+    params: dict[str, Any]
+    stats_sets: tuple[str, ...]
+
+    @property
+    def uses_logmel(self) -> bool:
+        """Deep models read log-mel sequences."""
+        return self.kind in DEEP_KINDS
+
+    @classmethod
+    def from_params(cls, name: str, section: Mapping[str, Any]) -> ModelSpec:
+        """Build from a model's params.yaml section: ``kind``, ``features`` and model settings."""
+        settings = {k: v for k, v in section.items() if k not in ("kind", "features")}
+        return cls(name, section.get("kind", name), settings, tuple(section.get("features", ["handmade"])))
+
+
+@dataclass
+class FoldResult:
+    """One split's scores and costs."""
+
+    name: str
+    test_actors: tuple[int, ...]
+    metrics: dict[str, Any]
+    train_seconds: float
+    predict_seconds: float
+    n_train: int
+    n_test: int
+
+
+@dataclass
+class Evaluation:
+    """Every split of one model under one protocol and subset, and their summary."""
+
+    model: str
+    protocol: str
+    subset: str
+    folds: list[FoldResult] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def fit_on_rows(spec: ModelSpec, data: Dataset, train: np.ndarray, val: np.ndarray | None) -> Any:
+    """Fit a fresh model on ``train`` rows, early-stopping deep models on ``val`` rows."""
+    model = build_model(spec.kind, spec.params)
+    y = data.labels["emotion"].to_numpy()
+    X = data.inputs(train, spec.stats_sets, spec.uses_logmel)
+    if val is not None and len(val) and spec.uses_logmel:
+        X_val = data.inputs(val, spec.stats_sets, spec.uses_logmel)
+        return fit_model(model, X, y[train], X_val, y[val])
+    return fit_model(model, X, y[train])
+
+
+def evaluate_splits(
+    spec: ModelSpec, data: Dataset, splits: Sequence[Split], protocol: str, subset: str
+) -> Evaluation:
+    """Fit and score ``spec`` on every split; the test clips never influence fitting.
+
+    Classical models train on the training and validation actors together (they have no
+    early stopping); deep models train on the training actors and stop early on the
+    validation actors.
+    """
+    started = time.perf_counter()
+    result = Evaluation(spec.name, protocol, subset)
+    y = data.labels["emotion"].to_numpy()
+    classes = sorted(EMOTIONS) if subset != "song" else sorted(set(y))
+    for split in splits:
+        train = split.train if spec.uses_logmel else np.union1d(split.train, split.val)
+        t0 = time.perf_counter()
+        model = fit_on_rows(spec, data, train, split.val)
+        t1 = time.perf_counter()
+        predicted = model.predict(data.inputs(split.test, spec.stats_sets, spec.uses_logmel))
+        t2 = time.perf_counter()
+        metrics = compute_metrics(y[split.test], predicted, classes=[c for c in classes if c in set(y)])
+        result.folds.append(
+            FoldResult(split.name, split.test_actors, metrics, t1 - t0, t2 - t1, len(train), len(split.test))
+        )
+    result.summary = summarize_folds([fold.metrics for fold in result.folds])
+    result.summary["train_seconds"] = float(sum(f.train_seconds for f in result.folds))
+    result.seconds = time.perf_counter() - started
+    return result

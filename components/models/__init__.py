@@ -1,0 +1,99 @@
+"""Every model of the comparison behind one factory, so a trainer treats them all alike.
+
+The X convention: every model's ``fit``/``predict``/``predict_proba`` takes the same dict ::
+
+    X = {
+        "logmel": array [n_clips, n_mels, n_frames],  # float16/float32 log-mel sequences (deep models)
+        "stats": array [n_clips, n_stats] or None,     # the hand-made clip statistics
+    }
+
+with ``y`` an array of ``n_clips`` labels (e.g. emotion names). Classical models (``rf``,
+``svm``, ``logreg``, ``mlp``) read only ``X["stats"]``; deep models (``cnn``, ``cnn_lstm``,
+``cnn_gru``) read ``X["logmel"]`` and, when it is not None, ``X["stats"]`` through a dense
+branch. Keys a model does not read may be left out. Validation clips (normally held-out
+actors) go to :func:`fit_model`: deep models stop early on them, classical ones ignore them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+
+from components.errors import SerError
+from components.models.classical import CLASSICAL_KINDS, SelectStats, build_classical
+from components.models.nets import ARCHS, CNN, CRNN, arch_param_names
+from components.models.torch_classifier import TRAIN_DEFAULTS, TorchClassifier
+from components.training import Log
+
+DEEP_KINDS = tuple(ARCHS)
+MODEL_KINDS = CLASSICAL_KINDS + DEEP_KINDS
+
+__all__ = [
+    "CNN",
+    "CRNN",
+    "MODEL_KINDS",
+    "TorchClassifier",
+    "build_classical",
+    "build_model",
+    "fit_model",
+]
+
+
+def build_model(kind: str, params: Mapping[str, Any] | None = None) -> BaseEstimator:
+    """A fresh, unfitted estimator of ``kind`` that takes the X dict.
+
+    Args:
+        kind: One of :data:`MODEL_KINDS`: ``rf``, ``svm``, ``logreg``, ``mlp``, ``cnn``,
+            ``cnn_lstm``, ``cnn_gru``.
+        params: Flat settings. Classical kinds: classifier arguments (see
+            :func:`components.models.classical.build_classical`). Deep kinds: net arguments
+            (``n_filters``, ``kernel_size``, ``dropout``, ``dense_units``, ``pool_size``,
+            ``rnn_hidden``) and training settings (keys of ``TRAIN_DEFAULTS``) side by side.
+
+    Returns:
+        For classical kinds a Pipeline ``SelectStats → impute → scale → clf``; for deep kinds a
+        :class:`TorchClassifier`.
+
+    Raises:
+        SerError: Unknown ``kind`` or parameter.
+    """
+    params = dict(params or {})
+    if kind in CLASSICAL_KINDS:
+        pipeline = build_classical(kind, **params)
+        return Pipeline([("select", SelectStats()), *pipeline.steps])
+    if kind not in DEEP_KINDS:
+        raise SerError(f"unknown model {kind!r}: choose one of {', '.join(MODEL_KINDS)}")
+    arch_names = arch_param_names(kind)
+    unknown = sorted(set(params) - set(arch_names) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise SerError(
+            f"{kind}: unknown parameter(s) {', '.join(unknown)}; net: {', '.join(arch_names)}; "
+            f"training: {', '.join(TRAIN_DEFAULTS)}"
+        )
+    arch_params = {k: v for k, v in params.items() if k in arch_names}
+    train_params = {k: v for k, v in params.items() if k not in arch_names}
+    return TorchClassifier(kind, arch_params, train_params)
+
+
+def fit_model(
+    model: BaseEstimator,
+    X: Mapping[str, Any],
+    y: Any,
+    X_val: Mapping[str, Any] | None = None,
+    y_val: Any = None,
+    log: Log | None = None,
+) -> BaseEstimator:
+    """Fit any :func:`build_model` estimator the same way.
+
+    Deep models early-stop on ``X_val``/``y_val`` (or carve their own validation share when
+    None) and report each epoch to ``log``; classical models fit on ``X`` alone and ignore both.
+
+    Returns:
+        The fitted ``model``.
+    """
+    if isinstance(model, TorchClassifier):
+        return model.fit(X, y, X_val, y_val, log=log)
+    return model.fit(X, y)

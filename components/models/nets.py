@@ -1,0 +1,177 @@
+"""Convolutional and convolutional-recurrent nets over log-mel sequences.
+
+Both nets read a standardised log-mel sequence ``[batch, n_mels, n_frames]`` with the mel bins
+as channels, so every convolution runs over time (as the original Keras ``Conv1D`` models did),
+and, when ``n_stats > 0``, the clip-statistics vector ``[batch, n_stats]`` through a small
+dense branch concatenated before the classifier. They return logits; softmax and the loss
+belong to the training loop (:mod:`components.training`). Any ``n_frames >= 1`` works:
+pooling over time is global, so clips of other lengths need no retraining.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from components.errors import SerError
+
+RNN_TYPES = ("lstm", "gru")
+FIXED_NET_ARGS = ("n_mels", "n_stats", "n_classes", "rnn_type")  # set by the data and the kind, not by params
+
+
+def conv_block(
+    in_channels: int, out_channels: int, kernel_size: int, pool_size: int, dropout: float
+) -> nn.Module:
+    """Conv1d over time → BatchNorm → ReLU → MaxPool → Dropout, as in the original project.
+
+    ``ceil_mode`` keeps at least one frame however short the input.
+    """
+    return nn.Sequential(
+        nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+        nn.BatchNorm1d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool1d(pool_size, ceil_mode=True),
+        nn.Dropout(dropout),
+    )
+
+
+class Head(nn.Module):
+    """The classifier both nets share: [sequence summary ‖ stats branch] → Dense → ReLU → logits."""
+
+    def __init__(self, n_features: int, n_stats: int, n_classes: int, dense_units: int, dropout: float):
+        super().__init__()
+        self.stats_branch = nn.Sequential(nn.Linear(n_stats, dense_units), nn.ReLU()) if n_stats > 0 else None
+        width = n_features + (dense_units if n_stats > 0 else 0)
+        self.classifier = nn.Sequential(
+            nn.Linear(width, dense_units), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dense_units, n_classes)
+        )
+
+    def forward(self, summary: Tensor, stats: Tensor | None) -> Tensor:
+        """Logits ``[batch, n_classes]``; ``stats`` is ignored by a head built with ``n_stats=0``."""
+        if self.stats_branch is not None:
+            if stats is None:
+                raise SerError("this model was built with a clip-statistics branch: pass `stats`")
+            summary = torch.cat([summary, self.stats_branch(stats)], dim=1)
+        return self.classifier(summary)
+
+
+class CNN(nn.Module):
+    """Two conv blocks over time, global average + max pooling, optional stats branch, dense head.
+
+    Args:
+        n_mels: Mel bins of the input (the conv's input channels).
+        n_stats: Length of the clip-statistics vector; 0 = no stats branch.
+        n_classes: Output logits.
+        n_filters: Channels of each conv block.
+        kernel_size: Conv kernel length in frames (odd keeps the length).
+        dropout: Dropout after each conv block and before the output layer.
+        dense_units: Width of the stats branch and of the dense layer.
+        pool_size: Max-pooling factor over time of each conv block.
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        n_stats: int,
+        n_classes: int,
+        n_filters: int = 128,
+        kernel_size: int = 5,
+        dropout: float = 0.3,
+        dense_units: int = 128,
+        pool_size: int = 2,
+    ):
+        super().__init__()
+        self.n_mels, self.n_stats, self.n_classes = n_mels, n_stats, n_classes
+        self.features = nn.Sequential(
+            conv_block(n_mels, n_filters, kernel_size, pool_size, dropout),
+            conv_block(n_filters, n_filters, kernel_size, pool_size, dropout),
+        )
+        self.head = Head(2 * n_filters, n_stats, n_classes, dense_units, dropout)
+
+    def forward(self, logmel: Tensor, stats: Tensor | None = None) -> Tensor:
+        """Logits ``[B, n_classes]`` from ``logmel [B, n_mels, T]`` and ``stats [B, n_stats]`` or None."""
+        maps = self.features(logmel)
+        summary = torch.cat([maps.mean(dim=2), maps.amax(dim=2)], dim=1)
+        return self.head(summary, stats)
+
+
+class CRNN(nn.Module):
+    """One conv block, then an LSTM or GRU over time; last ‖ mean hidden state; same head as the CNN.
+
+    Args:
+        n_mels: Mel bins of the input (the conv's input channels).
+        n_stats: Length of the clip-statistics vector; 0 = no stats branch.
+        n_classes: Output logits.
+        rnn_type: ``"lstm"`` or ``"gru"``.
+        rnn_hidden: Hidden units of the recurrent layer.
+        n_filters: Channels of the conv block.
+        kernel_size: Conv kernel length in frames.
+        dropout: Dropout after the conv block, after the recurrent layer and before the output layer.
+        dense_units: Width of the stats branch and of the dense layer.
+        pool_size: Max-pooling factor over time before the recurrent layer; a larger one shortens
+            the sequence the (sequential, hence slow on CPU) recurrent layer walks.
+
+    Raises:
+        SerError: ``rnn_type`` is not one of :data:`RNN_TYPES`.
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        n_stats: int,
+        n_classes: int,
+        rnn_type: str = "lstm",
+        rnn_hidden: int = 128,
+        n_filters: int = 128,
+        kernel_size: int = 5,
+        dropout: float = 0.3,
+        dense_units: int = 128,
+        pool_size: int = 4,
+    ):
+        super().__init__()
+        if rnn_type not in RNN_TYPES:
+            raise SerError(f"unknown rnn_type {rnn_type!r}: choose one of {', '.join(RNN_TYPES)}")
+        self.n_mels, self.n_stats, self.n_classes = n_mels, n_stats, n_classes
+        self.features = conv_block(n_mels, n_filters, kernel_size, pool_size, dropout)
+        rnn_class = nn.LSTM if rnn_type == "lstm" else nn.GRU
+        self.rnn = rnn_class(n_filters, rnn_hidden, batch_first=True)
+        self.rnn_dropout = nn.Dropout(dropout)
+        self.head = Head(2 * rnn_hidden, n_stats, n_classes, dense_units, dropout)
+
+    def forward(self, logmel: Tensor, stats: Tensor | None = None) -> Tensor:
+        """Logits ``[B, n_classes]`` from ``logmel [B, n_mels, T]`` and ``stats [B, n_stats]`` or None."""
+        sequence = self.features(logmel).transpose(1, 2)  # [B, T', n_filters]: time-major for the RNN
+        outputs, _ = self.rnn(sequence)
+        summary = torch.cat([outputs[:, -1], outputs.mean(dim=1)], dim=1)
+        return self.head(self.rnn_dropout(summary), stats)
+
+
+ARCHS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "cnn": (CNN, {}),
+    "cnn_lstm": (CRNN, {"rnn_type": "lstm"}),
+    "cnn_gru": (CRNN, {"rnn_type": "gru"}),
+}
+
+
+def arch_param_names(arch: str) -> list[str]:
+    """The net constructor arguments that ``arch_params`` may set for ``arch``."""
+    if arch not in ARCHS:
+        raise SerError(f"unknown deep model {arch!r}: choose one of {', '.join(ARCHS)}")
+    return [name for name in inspect.signature(ARCHS[arch][0]).parameters if name not in FIXED_NET_ARGS]
+
+
+def build_net(
+    arch: str, n_mels: int, n_stats: int, n_classes: int, arch_params: Mapping[str, Any]
+) -> nn.Module:
+    """A freshly initialised net of ``arch`` (``"cnn"``, ``"cnn_lstm"`` or ``"cnn_gru"``)."""
+    unknown = sorted(set(arch_params) - set(arch_param_names(arch)))
+    if unknown:
+        raise SerError(
+            f"{arch}: unknown parameter(s) {', '.join(unknown)}; it takes {arch_param_names(arch)}"
+        )
+    net_class, fixed = ARCHS[arch]
+    return net_class(n_mels, n_stats, n_classes, **fixed, **arch_params)

@@ -1,0 +1,129 @@
+"""Refit the best model on all data, log it as a raw-audio pyfunc, register it, gate ``champion``."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
+
+from components.evaluate import Evaluation, ModelSpec, fit_on_rows
+from components.features.sets import extract_params
+from components.protocols import actor_kfold
+from components.ravdess import EMOTION_NAMES
+from components.serving import EmotionPredictor, EmotionPyfunc
+from flows.paths import FEATURES_DIR
+from flows.registry import Decision, promote_if_better, register
+from flows.tracking import git_commit, start_run, tracking_uri
+
+CODE_DIR = Path(__file__).resolve().parents[1] / "components"  # travels inside the model
+REQUIREMENTS = ("numpy", "pandas", "scipy", "scikit-learn", "soundfile", "soxr", "librosa", "opensmile", "torch")
+
+
+def signature() -> ModelSignature:
+    """Raw audio in (a path, base64 WAV/FLAC bytes, or samples and their rate); label and probabilities out."""
+    inputs = Schema(
+        [
+            ColSpec("string", "path", required=False),
+            ColSpec("string", "audio_base64", required=False),
+            ColSpec(Array("double"), "waveform", required=False),
+            ColSpec("long", "sampling_rate", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("string", "label"), ColSpec("double", "confidence")]
+        + [ColSpec("double", f"prob_{name}") for name in EMOTION_NAMES]
+    )
+    return ModelSignature(inputs, outputs)
+
+
+def input_example() -> pd.DataFrame:
+    """One second of a harmonic tone as base64 WAV bytes (a DataFrame: served as ``dataframe_split``)."""
+    t = np.arange(16_000) / 16_000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 220 * t), 16_000, format="WAV", subtype="PCM_16")
+    return pd.DataFrame({"audio_base64": [base64.b64encode(buffer.getvalue()).decode()]})
+
+
+def refit(spec: ModelSpec, subset_data: Any, settings: dict[str, Any]) -> Any:
+    """Fit on every clip; deep models stop early on validation actors held out of the fit."""
+    evaluate = settings["evaluate"]
+    fold = actor_kfold(subset_data.labels, n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"])[0]
+    val = fold.val if spec.uses_logmel else np.array([], dtype=int)
+    train = np.setdiff1d(np.arange(len(subset_data)), val)
+    return fit_on_rows(spec, subset_data, train, val)
+
+
+def publish_best(
+    client: MlflowClient,
+    experiment: str,
+    parent: str,
+    spec: ModelSpec,
+    best: Evaluation,
+    settings: dict[str, Any],
+    data_version: str,
+    primary: list[Evaluation],
+) -> Decision:
+    """Refit ``spec``, log it as a pyfunc under a child run, register it, and gate the alias."""
+    import mlflow
+
+    from flows.train import prepare_data
+
+    evaluate, tracking = settings["evaluate"], settings["tracking"]
+    if evaluate["speaker_norm"]:
+        return Decision("", False, "speaker-normalised models need many clips per speaker: not registered")
+    metric = evaluate["primary_metric"]
+    score = float(best.summary[f"{metric}_mean"])
+    data = prepare_data(spec, FEATURES_DIR, best.subset, speaker_norm=False)
+    predictor = EmotionPredictor(
+        model=refit(spec, data, settings),
+        stats_sets=spec.stats_sets,
+        uses_logmel=spec.uses_logmel,
+        extract=extract_params(settings["preprocess"], settings["featurize"]),
+        info={"model": spec.name, "kind": spec.kind, f"{metric}": score, "n_train_clips": len(data)},
+    )
+    tags = {
+        "model_kind": spec.kind,
+        "model_name": spec.name,
+        "data_version": data_version,
+        "protocol": best.protocol,
+        "subset": best.subset,
+        "primary_metric": metric,
+        "primary_metric_value": f"{score:.6f}",
+        "git_commit": git_commit(),
+        "pipeline_run": parent,
+    }
+    run = start_run(client, experiment, f"refit/{spec.name}", parent, tags)
+    mlflow.set_tracking_uri(tracking_uri(tracking))
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run):
+        joblib.dump(predictor, Path(tmp) / "predictor.joblib")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=EmotionPyfunc(),
+            artifacts={"predictor": str(Path(tmp) / "predictor.joblib")},
+            code_paths=[str(CODE_DIR)],
+            signature=signature(),
+            input_example=input_example(),
+            pip_requirements=[f"{name}=={metadata.version(name)}" for name in REQUIREMENTS],
+        )
+        mlflow.log_metric(f"cv_{metric}", score)
+    version = register(client, tracking["model_name"], info.model_uri, run, tags)
+    fresh = {spec_kind(r, settings): r.summary[f"{metric}_mean"] for r in primary}
+    comparable = {k: tags[k] for k in ("data_version", "protocol", "subset", "primary_metric")}
+    return promote_if_better(client, tracking["model_name"], version, score, comparable, fresh)
+
+
+def spec_kind(result: Evaluation, settings: dict[str, Any]) -> str:
+    """The model kind behind an evaluation (its params section's ``kind``)."""
+    return settings[result.model].get("kind", result.model)

@@ -1,0 +1,169 @@
+"""Stage ``train``: every baseline under every evaluation protocol, concurrently, tracked in MLflow.
+
+Each model × protocol × subset is a Prefect task in its own process. The flow logs one
+parent MLflow run with a child run per model (and per fold), writes DVC metrics and a
+confusion-matrix plot, refits the best model on all data as a raw-audio pyfunc, registers
+it, and moves the ``champion`` alias only when it beats the current champion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from components.dataset import Dataset, load_dataset
+from components.errors import SerError
+from components.evaluate import Evaluation, ModelSpec, evaluate_splits
+from components.metrics import confusion_pairs, format_table
+from components.protocols import make_splits, select_subset
+from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, write_text
+from flows.params import load_params
+from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR, PLOTS_DIR
+from flows.publish import publish_best
+from flows.tracking import experiment_id, git_commit, log_evaluation, start_run, tracking_uri
+
+
+def protocol_settings(protocol: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``evaluate`` settings a protocol reads."""
+    if protocol == "actor-kfold":
+        return {"n_folds": settings["n_folds"], "n_val_actors": settings["n_val_actors"]}
+    if protocol == "holdout":
+        return {"test_actors": settings["test_actors"], "n_val_actors": settings["n_val_actors"]}
+    return {"test_share": settings["random_test_share"], "seed": settings["random_seed"]}
+
+
+def prepare_data(spec: ModelSpec, features_dir: Path, subset: str, speaker_norm: bool) -> Dataset:
+    """The model's inputs for one subset, optionally z-scored per speaker."""
+    data = load_dataset(features_dir, spec.stats_sets, spec.uses_logmel)
+    data = data.subset(data.labels.index.isin(select_subset(data.labels, subset).index))
+    return data.normalized_per_speaker() if speaker_norm else data
+
+
+def _user_errors_are_final(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry crashes, not the user's mistakes (a SerError will fail the same way again)."""
+    try:
+        state.result()
+    except SerError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(retry_condition_fn=_user_errors_are_final, retry_delay_seconds=2)
+def evaluate_model(
+    spec: ModelSpec, features_dir: Path, protocol: str, subset: str, settings: dict, n_threads: int
+) -> Evaluation:
+    """Score one model under one protocol and subset (runs in a worker process)."""
+    import torch
+
+    torch.set_num_threads(n_threads)
+    data = prepare_data(spec, features_dir, subset, settings["speaker_norm"])
+    splits = make_splits(data.labels, protocol, **protocol_settings(protocol, settings))
+    return evaluate_splits(spec, data, splits, protocol, subset)
+
+
+def data_version(clips_table: Path = CLIPS_TABLE) -> str:
+    """The DVC hash of ``data/raw`` from dvc.lock, else a hash of the validated clips' contents."""
+    lock = Path("dvc.lock")
+    if lock.exists():
+        stages = yaml.safe_load(lock.read_text()).get("stages", {})
+        for out in stages.get("ingest", {}).get("outs", []):
+            if out.get("path") == "data/raw":
+                return f"dvc:{out['md5']}"
+    hashes = pd.read_parquet(clips_table, columns=["clip_id", "content_hash"]).sort_values("clip_id")
+    return "clips:" + hashlib.sha256("".join(hashes["content_hash"]).encode()).hexdigest()[:16]
+
+
+def results_table(results: list[Evaluation], metric: str) -> list[dict[str, Any]]:
+    """One row per model × protocol × subset: mean ± sd of the headline metrics."""
+    rows = []
+    for r in results:
+        s = r.summary
+        row = {"model": r.model, "protocol": r.protocol, "subset": r.subset, "n_folds": s["n_folds"]}
+        for key in ("accuracy", "uar", "weighted_f1"):
+            row[key] = round(s[f"{key}_mean"], 4)
+            row[f"{key}_sd"] = round(s[f"{key}_sd"], 4) if s[f"{key}_sd"] == s[f"{key}_sd"] else None
+        row["train_seconds"] = round(s["train_seconds"], 1)
+        rows.append(row)
+    return sorted(rows, key=lambda row: (row["protocol"], row["subset"], -row[metric]))
+
+
+@flow(name="train")
+@fail_cleanly
+def train_stage(settings: dict[str, Any], features_dir: Path = FEATURES_DIR) -> dict[str, Any]:
+    """Train and score every configured model concurrently, log to MLflow, publish the best."""
+    from mlflow import MlflowClient
+
+    logger = get_run_logger()
+    evaluate, train, tracking = settings["evaluate"], settings["train"], settings["tracking"]
+    specs = {name: ModelSpec.from_params(name, settings[name]) for name in train["models"]}
+    runs = evaluate["runs"]
+    n_threads = max(1, (os.cpu_count() or 1) // max(1, train["n_workers"]))
+    started = time.perf_counter()
+    futures = [
+        evaluate_model.with_options(retries=train["retries"]).submit(
+            spec, Path(features_dir), run["protocol"], run["subset"], evaluate, n_threads
+        )
+        for spec in specs.values()
+        for run in runs
+    ]
+    results: list[Evaluation] = [future.result() for future in futures]
+    wall = time.perf_counter() - started
+    serial = sum(r.seconds for r in results)
+    logger.info("trained %d evaluations in %.1f s (%.1f s one at a time: %.2fx)", len(results), wall, serial, serial / wall)
+
+    client = MlflowClient(tracking_uri(tracking))
+    experiment = experiment_id(client, tracking)
+    version = data_version()
+    parent = start_run(client, experiment, "train", tags={"data_version": version, "git_commit": git_commit()})
+    client.log_metric(parent, "concurrent_seconds", wall)
+    client.log_metric(parent, "one_at_a_time_seconds", serial)
+    client.log_param(parent, "speaker_norm", evaluate["speaker_norm"])
+    extra = {"speaker_norm": evaluate["speaker_norm"], "data_version": version}
+    for result in results:
+        log_evaluation(client, experiment, parent, specs[result.model], result, extra)
+
+    metric = evaluate["primary_metric"]
+    primary = [r for r in results if (r.protocol, r.subset) == (runs[0]["protocol"], runs[0]["subset"])]
+    best = max(primary, key=lambda r: r.summary[f"{metric}_mean"])
+    rows = results_table(results, metric)
+    client.log_text(parent, format_table(rows, list(rows[0])), "results.md")
+    write_plot(best)
+    decision = publish_best(client, experiment, parent, specs[best.model], best, settings, version, primary)
+    client.set_terminated(parent)
+    logger.info("best: %s (%s %.4f); %s", best.model, metric, best.summary[f"{metric}_mean"], decision.reason)
+    return {
+        "results": rows,
+        "best": {"model": best.model, metric: best.summary[f"{metric}_mean"]},
+        "registry": vars(decision),
+        "seconds": {"concurrent": round(wall, 1), "one_at_a_time": round(serial, 1)},
+    }
+
+
+def write_plot(best: Evaluation) -> None:
+    """The best model's pooled test predictions as a DVC confusion-matrix plot."""
+    names = dict(zip(best.summary["classes"], best.summary["class_names"], strict=True))
+    true, pred = confusion_pairs(best.summary["confusion"], best.summary["classes"])
+    table = pd.DataFrame({"actual": [names[c] for c in true], "predicted": [names[c] for c in pred]})
+    write_text(PLOTS_DIR / "confusion.csv", table.to_csv(index=False))
+
+
+def main() -> None:
+    """Entry point of the DVC stage."""
+    settings = load_params()
+    runner = ProcessPoolTaskRunner(max_workers=settings["train"]["n_workers"])
+    metrics = run_flow(train_stage.with_options(task_runner=runner), settings=settings)
+    write_json(METRICS_DIR / "train.json", metrics)
+
+
+if __name__ == "__main__":
+    exit_on_error(main)

@@ -1,0 +1,194 @@
+"""Models and the shared training loop on tiny synthetic data: shapes, learning, stopping, seeds, pickling."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from components.errors import SerError
+from components.models import MODEL_KINDS, TorchClassifier, build_classical, build_model, fit_model
+from components.models.nets import CNN, CRNN
+from components.training import SpecAugment, TensorData, class_weights, predict_logits, train_torch
+
+N_MELS, N_FRAMES, N_CLASSES, N_STATS = 16, 24, 4, 6
+TINY_NET = {"n_filters": 8, "dense_units": 16, "dropout": 0.1}
+LOOP = {"batch_size": 16, "weight_decay": 0.0, "lr_patience": 5, "lr_factor": 0.5, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """The machine is shared: one torch thread per test process."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def separable(n: int = 96, seed: int = 0, labels: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Clips whose class is extra energy in its own mel band; stats carry a one-hot hint plus noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % N_CLASSES if labels is None else labels
+    logmel = rng.standard_normal((n, N_MELS, N_FRAMES)).astype(np.float32)
+    for c in range(N_CLASSES):
+        logmel[y == c, 4 * c : 4 * c + 4] += 2.0
+    stats = rng.standard_normal((n, N_STATS)).astype(np.float32)
+    stats[:, :N_CLASSES] += 3.0 * np.eye(N_CLASSES)[y]
+    return {"logmel": logmel.astype(np.float16), "stats": stats}, y
+
+
+def tensors(X: dict, y: np.ndarray) -> TensorData:
+    return TensorData(
+        torch.from_numpy(X["logmel"].astype(np.float32)), torch.from_numpy(X["stats"]), torch.from_numpy(y)
+    )
+
+
+@pytest.mark.parametrize("kind", ["rf", "svm", "logreg", "mlp"])
+def test_classical_models_beat_chance_on_blobs(kind: str) -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 4, (N_CLASSES, 10))
+    y = np.arange(240) % N_CLASSES
+    stats = centres[y] + rng.standard_normal((240, 10))
+    stats[3, 2] = np.nan  # the imputer's job
+    model = build_model(kind, {"n_estimators": 50} if kind == "rf" else {})
+    model.fit({"stats": stats[:160], "logmel": None}, y[:160])
+    accuracy = np.mean(model.predict({"stats": stats[160:]}) == y[160:])
+    assert accuracy > 0.8  # chance is 0.25
+    assert np.allclose(model.predict_proba(stats[160:]).sum(axis=1), 1.0)  # a bare array works too
+
+
+def test_classical_rejects_unknown_kind_parameter_and_missing_stats() -> None:
+    with pytest.raises(SerError, match="rf, svm, logreg, mlp"):
+        build_classical("knn")
+    with pytest.raises(SerError, match="n_trees"):
+        build_classical("rf", n_trees=10)
+    with pytest.raises(SerError, match="stats"):
+        build_model("logreg").fit({"logmel": np.zeros((4, 2, 3)), "stats": None}, [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("n_frames", [1, 7, 64])
+@pytest.mark.parametrize("n_stats", [0, N_STATS])
+@pytest.mark.parametrize("arch", ["cnn", "lstm", "gru"])
+def test_nets_give_one_logit_per_class_for_any_length(arch: str, n_stats: int, n_frames: int) -> None:
+    net = (
+        CNN(N_MELS, n_stats, 8, **TINY_NET)
+        if arch == "cnn"
+        else CRNN(N_MELS, n_stats, 8, arch, 8, **TINY_NET)
+    )
+    stats = torch.randn(3, n_stats) if n_stats else None
+    assert net(torch.randn(3, N_MELS, n_frames), stats).shape == (3, 8)
+
+
+def test_nets_reject_a_bad_rnn_type_and_missing_stats() -> None:
+    with pytest.raises(SerError, match="lstm, gru"):
+        CRNN(N_MELS, 0, 8, rnn_type="rnn")
+    with pytest.raises(SerError, match="stats"):
+        CNN(N_MELS, N_STATS, 8, **TINY_NET)(torch.randn(2, N_MELS, 10), None)
+
+
+def test_shared_loop_learns_a_separable_set() -> None:
+    X, y = separable()
+    X_val, y_val = separable(48, seed=1)
+    torch.manual_seed(0)
+    model = CNN(N_MELS, 0, N_CLASSES, **TINY_NET)
+    train, val = tensors(X, y), tensors(X_val, y_val)
+    train.stats = val.stats = None  # the log-mel alone must do
+    result = train_torch(model, train, val, epochs=8, lr=3e-3, patience=8, **LOOP)
+    losses = result.history["train_loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    assert max(result.history["val_accuracy"]) >= 0.9
+    assert result.train_seconds > 0 and 1 <= result.best_epoch <= result.epochs_run == 8
+
+
+class Frozen(nn.Module):
+    """A model whose outputs never change (learning rate 0, no batch norm): no epoch beats the first."""
+
+    n_classes = N_CLASSES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(N_MELS, N_CLASSES)
+
+    def forward(self, logmel: Tensor, stats: Tensor | None = None) -> Tensor:
+        return self.linear(logmel.mean(dim=2))
+
+
+def test_early_stopping_stops_after_patience() -> None:
+    X, y = separable(32)
+    data = tensors(X, y)
+    result = train_torch(Frozen(), data, data, epochs=20, lr=0.0, patience=3, **LOOP)
+    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (1, 4, True)
+
+
+def test_early_stopping_restores_the_best_state() -> None:
+    rng = np.random.default_rng(0)
+    (X, _), (X_val, _) = separable(64), separable(32, seed=1)
+    y, y_val = (
+        rng.integers(0, N_CLASSES, 64),
+        rng.integers(0, N_CLASSES, 32),
+    )  # noise: validation loss soon rises
+    torch.manual_seed(0)
+    model = CNN(N_MELS, N_STATS, N_CLASSES, **TINY_NET)
+    train, val = tensors(X, y), tensors(X_val, y_val)
+    result = train_torch(model, train, val, epochs=30, lr=1e-2, patience=3, monitor="loss", **LOOP)
+    assert result.stopped_early and result.epochs_run == result.best_epoch + 3
+    weights = class_weights(train.y, N_CLASSES)  # the loop's validation loss is class-weighted too
+    restored = nn.functional.cross_entropy(predict_logits(model, val), val.y, weight=weights).item()
+    assert restored == pytest.approx(result.history["val_loss"][result.best_epoch - 1], rel=1e-5)
+    assert restored == pytest.approx(min(result.history["val_loss"]), rel=1e-5)
+    assert restored != pytest.approx(result.history["val_loss"][-1], rel=1e-5)  # not the last state
+
+
+def test_spec_augment_masks_bands_without_touching_its_input() -> None:
+    batch = torch.ones(4, N_MELS, N_FRAMES)
+    masked = SpecAugment(freq_mask=4, time_mask=6, n_masks=2)(batch, torch.Generator().manual_seed(0))
+    assert masked.shape == batch.shape and bool((batch == 1).all())
+    assert 0 < int((masked == 0).sum()) < masked.numel() // 2
+
+
+def deep(arch: str = "cnn", **train: object) -> TorchClassifier:
+    arch_params = TINY_NET if arch == "cnn" else {**TINY_NET, "rnn_hidden": 8}
+    return TorchClassifier(arch, arch_params, {"epochs": 2, "batch_size": 16, **train})
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cnn_gru"])
+def test_same_seed_gives_identical_predictions(arch: str) -> None:
+    X, y = separable(48)
+    first = deep(arch, augment=True).fit(X, y).predict_proba(X)
+    second = deep(arch, augment=True).fit(X, y).predict_proba(X)
+    assert np.array_equal(first, second)
+
+
+def test_torch_classifier_pickles_and_predicts_identically() -> None:
+    X, y = separable(64)
+    labels = np.array(["angry", "calm", "happy", "sad"])[y]
+    X_val, y_val = separable(32, seed=1)
+    model = deep("cnn_lstm").fit(X, labels, X_val, np.array(["angry", "calm", "happy", "sad"])[y_val])
+    copy = pickle.loads(pickle.dumps(model))
+    proba = copy.predict_proba(X_val)
+    assert np.array_equal(proba, model.predict_proba(X_val))
+    assert proba.shape == (32, 4) and np.allclose(proba.sum(axis=1), 1.0)
+    assert list(copy.classes_) == ["angry", "calm", "happy", "sad"]
+    assert set(copy.predict(X_val)) <= set(copy.classes_)
+    with pytest.raises(SerError, match="clip statistics"):
+        copy.predict({"logmel": X["logmel"], "stats": None})
+
+
+def test_torch_classifier_carves_its_own_validation_share() -> None:
+    X, y = separable(40)
+    model = fit_model(build_model("cnn", {**TINY_NET, "epochs": 1, "val_share": 0.2}), X, y)
+    assert model.train_result_.epochs_run == 1 and model.predict(X).shape == (40,)
+
+
+def test_build_model_covers_every_kind_and_rejects_unknown_ones() -> None:
+    assert MODEL_KINDS == ("rf", "svm", "logreg", "mlp", "cnn", "cnn_lstm", "cnn_gru")
+    model = build_model("cnn_gru", {"rnn_hidden": 32, "epochs": 3})
+    assert (model.arch_params, model.train_params) == ({"rnn_hidden": 32}, {"epochs": 3})
+    with pytest.raises(SerError, match="choose one of"):
+        build_model("transformer")
+    with pytest.raises(SerError, match="rnn_hidden"):
+        build_model("cnn", {"rnn_hidden": 32})

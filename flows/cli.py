@@ -100,6 +100,44 @@ def featurize_cmd(
     typer.echo(summary)
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder or .zip of RAVDESS audio.")],
+    protocol: Annotated[str, typer.Option(help="actor-kfold | random | holdout.")] = "actor-kfold",
+    subset: Annotated[str, typer.Option(help="speech | song | all.")] = "all",
+    models: Annotated[str, typer.Option(help="Comma-separated models (params.yaml sections).")] = "rf,svm,logreg,mlp",
+    test_actors: Annotated[str | None, typer.Option(help="holdout: test actors, e.g. 13-24.")] = None,
+    n_folds: Annotated[int | None, typer.Option(help="actor-kfold: number of folds (default: params).")] = None,
+    features: Annotated[Path, typer.Option(help="Feature cache folder (reused across calls).")] = Path(
+        ".ser-cache/features"
+    ),
+    n_workers: Annotated[int, typer.Option(help="Models scored at once, each in its own process.")] = 2,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    params: ParamsOption = PARAMS_FILE,
+) -> None:
+    """Score models on DATA under an evaluation protocol and print a results table."""
+    from components.metrics import format_table
+    from components.protocols import parse_actors
+    from flows.common import write_json
+    from flows.evaluate import evaluate_data
+
+    settings = load_params(params)
+    if test_actors:
+        settings["evaluate"]["test_actors"] = list(parse_actors(test_actors))
+    if n_folds:
+        settings["evaluate"]["n_folds"] = n_folds
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    unknown = [name for name in names if name not in settings]
+    if unknown:
+        raise SerError(f"--models: no params.yaml section for {', '.join(unknown)}")
+    _, rows = evaluate_data(
+        data, features, settings, names, [{"protocol": protocol, "subset": subset}], n_workers=n_workers
+    )
+    typer.echo(format_table(rows, list(rows[0])))
+    if json_out is not None:
+        write_json(json_out, rows)
+
+
 def main() -> None:
     """Console entry point: a user's error is one line on stderr and exit status 1."""
     exit_on_error(app)

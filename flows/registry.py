@@ -31,7 +31,7 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
     except MlflowException:
         client.create_registered_model(name, description="RAVDESS speech emotion recognition: raw audio in")
     version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    return version.version
+    return str(version.version)
 
 
 def champion(client: MlflowClient, name: str) -> Any | None:
@@ -61,9 +61,9 @@ def promote_if_better(
     elif tags.get("model_kind") in fresh_scores:
         best, basis = fresh_scores[tags["model_kind"]], f"its kind re-evaluated in this run ({tags['model_kind']})"
     else:
-        return _promote(client, name, version, current.version, "champion not comparable on this data/protocol")
+        return _promote(client, name, version, str(current.version), "champion not comparable on this data/protocol")
     if score > best:
-        return _promote(client, name, version, current.version, f"{score:.4f} > {best:.4f} ({basis})")
+        return _promote(client, name, version, str(current.version), f"{score:.4f} > {best:.4f} ({basis})")
     return Decision(version, False, f"{score:.4f} does not beat champion v{current.version}: {best:.4f} ({basis})")
 
 
@@ -83,4 +83,4 @@ def rollback(client: MlflowClient, name: str) -> Decision:
 
         raise SerError(f"{name}: no version has alias '{PREVIOUS}'; nothing to roll back to") from err
     current = champion(client, name)
-    return _promote(client, name, previous.version, current.version if current else None, "rollback")
+    return _promote(client, name, str(previous.version), str(current.version) if current else None, "rollback")

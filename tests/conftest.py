@@ -59,7 +59,56 @@ def ravdess_dir() -> Path:
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the whole session (starting one costs seconds)."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # worker processes use it too
+        try:
+            yield
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow SQLite store (migrating a fresh one costs about 10 s)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, mlflow_template, monkeypatch) -> str:
+    """A fresh copy of the template store; returns its tracking URI (also set in the environment)."""
+    import shutil
+
+    path = tmp_path / "mlflow" / "mlflow.db"
+    path.parent.mkdir()
+    shutil.copy(mlflow_template, path)
+    uri = f"sqlite:///{path}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def demo_features(tmp_path_factory) -> Path:
+    """A 4-actor demo corpus, validated and featurized: ``<root>/data/{raw,metadata,features}``."""
+    from components.discover import discover
+    from components.featurize import featurize
+    from components.features.sets import extract_params
+    from components.metadata import build_metadata
+    from components.synth import write_corpus
+    from flows.params import load_params
+
+    root = tmp_path_factory.mktemp("demo")
+    params = load_params(ROOT / "params.yaml")
+    write_corpus(root / "data" / "raw", n_actors=4, seed=0, n_jobs=2)
+    clips, _ = build_metadata(discover(root / "data" / "raw"), silence_dbfs=-60.0)
+    (root / "data" / "metadata").mkdir()
+    clips.to_parquet(root / "data" / "metadata" / "clips.parquet")
+    extract = extract_params(params["preprocess"], params["featurize"])
+    featurize(clips, root / "data" / "features", ["handmade", "logmel"], extract, n_jobs=2, progress=False)
+    return root

@@ -16,18 +16,20 @@ import yaml
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
+N_CLIPS = 3 * (60 + 44)
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    """The project's tracked files in a fresh git repository, set to a 2-actor demo corpus."""
+def clone(tmp_path_factory, mlflow_template) -> Path:
+    """The project's tracked files in a fresh git repository, set to a 3-actor demo corpus."""
     target = tmp_path_factory.mktemp("clone")
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for name in files.splitlines():
@@ -37,10 +39,15 @@ def clone(tmp_path_factory) -> Path:
     for name in ("flows", "components"):  # the working tree's code, committed or not
         shutil.copytree(ROOT / name, target / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((target / "params.yaml").read_text())
-    params["ingest"]["demo_actors"] = 2
+    params["ingest"]["demo_actors"] = 3
     params["featurize"]["feature_sets"] = ["handmade", "logmel", "waveform"]
+    params["train"]["models"] = ["rf", "logreg"]
+    params["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=3, n_val_actors=1)
+    params["rf"]["n_estimators"] = 50
+    params["logreg"]["features"] = ["handmade"]
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (target / "dvc.lock").unlink(missing_ok=True)
+    shutil.copy(mlflow_template, target / "mlflow" / "mlflow.db")  # skip the store's migrations
     run(["git", "init", "-q"], target)
     return target
 
@@ -51,13 +58,18 @@ def stages_run(log: str) -> list[str]:
 
 def test_dvc_repro_builds_validates_and_featurizes_then_skips(clone):
     first = run(["dvc", "repro"], clone)
-    assert stages_run(first) == ["ingest", "validate", "featurize"]
+    assert stages_run(first) == ["ingest", "validate", "featurize", "train"]
     raw = sorted(p.relative_to(clone / "data/raw").as_posix() for p in (clone / "data/raw").rglob("*.wav"))
-    assert len(raw) == 2 * (60 + 44)
+    assert len(raw) == N_CLIPS
     clips = pd.read_parquet(clone / "data/metadata/clips.parquet")
-    assert len(clips) == 208 and set(clips["actor"]) == {1, 2}
+    assert len(clips) == N_CLIPS and set(clips["actor"]) == {1, 2, 3}
     for name in ("handmade", "logmel", "waveform"):
-        assert len(pd.read_parquet(clone / f"data/features/{name}.parquet", columns=["clip_id"])) == 208
+        assert len(pd.read_parquet(clone / f"data/features/{name}.parquet", columns=["clip_id"])) == N_CLIPS
+    train = json.loads((clone / "metrics/train.json").read_text())
+    assert {row["model"] for row in train["results"]} == {"rf", "logreg"}
+    assert train["registry"]["promoted"] is True
+    shown = run(["dvc", "metrics", "show"], clone)
+    assert "metrics/train.json" in shown and "metrics/validate.json" in shown
     assert (clone / "reports/validation/index.html").exists()
     assert json.loads((clone / "metrics/validate.json").read_text())["n_rejected"] == 0
 
@@ -72,7 +84,7 @@ def test_changing_a_featurize_param_reruns_only_featurize(clone):
     params["featurize"]["n_mfcc"] = 20
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = run(["dvc", "repro"], clone)
-    assert stages_run(log) == ["ingest", "featurize"]
+    assert stages_run(log) == ["ingest", "featurize", "train"]
     metrics = json.loads((clone / "metrics/featurize.json").read_text())
-    assert metrics["sets"]["handmade"]["n_extracted"] == 208
-    assert metrics["sets"]["logmel"]["n_reused"] == 208  # n_mfcc does not touch log-mels
+    assert metrics["sets"]["handmade"]["n_extracted"] == N_CLIPS
+    assert metrics["sets"]["logmel"]["n_reused"] == N_CLIPS  # n_mfcc does not touch log-mels

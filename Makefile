@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv run test test-all lint format clean
+.PHONY: help venv run test test-all lint format clean mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,3 +50,8 @@ format: venv  ## apply ruff's fixes and formatting
 
 clean:  ## remove the virtual environment
 	rm -rf $(VENV)
+
+mlflow-ui: venv  ## MLflow UI on http://127.0.0.1:5000 over the pipeline's store
+	mkdir -p mlflow/artifacts
+	mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlflow/artifacts

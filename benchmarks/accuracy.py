@@ -42,7 +42,9 @@ def main() -> None:
     settings = load_params(ROOT / "params.yaml")
     models = args.models.split(",")
     started = time.perf_counter()
-    _, rows = evaluate_data(data, ROOT / ".ser-cache" / "ravdess-features", settings, models, RUNS, args.workers)
+    _, rows = evaluate_data(
+        data, ROOT / ".ser-cache" / "ravdess-features", settings, models, RUNS, args.workers
+    )
     wall = time.perf_counter() - started
     table = [
         {
@@ -56,16 +58,20 @@ def main() -> None:
             "train s": row["train_seconds"],
             "original": ORIGINAL.get(row["model"], "") if row["protocol"] == "random" else "",
         }
-        for row in sorted(rows, key=lambda r: ([x["protocol"] for x in RUNS].index(r["protocol"]), r["subset"]))
+        for row in sorted(
+            rows, key=lambda r: ([x["protocol"] for x in RUNS].index(r["protocol"]), r["subset"])
+        )
     ]
     report = "\n".join(
         [
             "# Accuracy on the real RAVDESS sample",
             "",
-            f"`python benchmarks/accuracy.py --models {args.models} --workers {args.workers}` on {data.name}:",
+            f"`python benchmarks/accuracy.py --models {args.models} --workers {args.workers}`",
+            f"on {data.name}:",
             "actors 01–12, 1244 clips (716 speech, 528 song), each cut to its first 2.39 s and at 16 kHz,",
             "so lower than on the full-length official clips. 8 classes (song: 6). "
-            f"{os.cpu_count()} CPUs, Python {platform.python_version()}; total wall time {wall / 60:.1f} min.",
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"total wall time {wall / 60:.1f} min.",
             "",
             "- **actor-kfold** (lead with this): 6 folds of 2 held-out actors; early stopping and model",
             "  choice on 2 validation actors taken from the training folds. Mean ± sd over folds.",

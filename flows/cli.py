@@ -105,14 +105,20 @@ def evaluate_cmd(
     data: Annotated[Path, typer.Argument(help="Folder or .zip of RAVDESS audio.")],
     protocol: Annotated[str, typer.Option(help="actor-kfold | random | holdout.")] = "actor-kfold",
     subset: Annotated[str, typer.Option(help="speech | song | all.")] = "all",
-    models: Annotated[str, typer.Option(help="Comma-separated models (params.yaml sections).")] = "rf,svm,logreg,mlp",
+    models: Annotated[
+        str, typer.Option(help="Comma-separated models (params.yaml sections).")
+    ] = "rf,svm,logreg,mlp",
     test_actors: Annotated[str | None, typer.Option(help="holdout: test actors, e.g. 13-24.")] = None,
-    n_folds: Annotated[int | None, typer.Option(help="actor-kfold: number of folds (default: params).")] = None,
+    n_folds: Annotated[
+        int | None, typer.Option(help="actor-kfold: number of folds (default: params).")
+    ] = None,
     features: Annotated[Path, typer.Option(help="Feature cache folder (reused across calls).")] = Path(
         ".ser-cache/features"
     ),
     n_workers: Annotated[int, typer.Option(help="Models scored at once, each in its own process.")] = 2,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+    ] = None,
     params: ParamsOption = PARAMS_FILE,
 ) -> None:
     """Score models on DATA under an evaluation protocol and print a results table."""

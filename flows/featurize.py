@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger
 
 from components.discover import discover
 from components.errors import SerError
-from components.featurize import FeaturizeSummary, featurize
 from components.features.sets import extract_params
+from components.featurize import FeaturizeSummary, featurize
 from components.metadata import build_metadata
 from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
 from flows.params import load_params

@@ -13,7 +13,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
@@ -26,13 +25,24 @@ from components.serving import EmotionPredictor, EmotionPyfunc
 from flows.paths import FEATURES_DIR
 from flows.registry import Decision, promote_if_better, register
 from flows.tracking import git_commit, start_run, tracking_uri
+from mlflow import MlflowClient
 
 CODE_DIR = Path(__file__).resolve().parents[1] / "components"  # travels inside the model
-REQUIREMENTS = ("numpy", "pandas", "scipy", "scikit-learn", "soundfile", "soxr", "librosa", "opensmile", "torch")
+REQUIREMENTS = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "soundfile",
+    "soxr",
+    "librosa",
+    "opensmile",
+    "torch",
+)
 
 
 def signature() -> ModelSignature:
-    """Raw audio in (a path, base64 WAV/FLAC bytes, or samples and their rate); label and probabilities out."""
+    """Raw audio in (a path, base64 WAV/FLAC bytes, or samples and their rate); label, probabilities out."""
     inputs = Schema(
         [
             ColSpec("string", "path", required=False),
@@ -59,7 +69,9 @@ def input_example() -> pd.DataFrame:
 def refit(spec: ModelSpec, subset_data: Any, settings: dict[str, Any]) -> Any:
     """Fit on every clip; deep models stop early on validation actors held out of the fit."""
     evaluate = settings["evaluate"]
-    fold = actor_kfold(subset_data.labels, n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"])[0]
+    fold = actor_kfold(
+        subset_data.labels, n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"]
+    )[0]
     val = fold.val if spec.uses_logmel else np.array([], dtype=int)
     train = np.setdiff1d(np.arange(len(subset_data)), val)
     return fit_on_rows(spec, subset_data, train, val)
@@ -77,7 +89,6 @@ def publish_best(
 ) -> Decision:
     """Refit ``spec``, log it as a pyfunc under a child run, register it, and gate the alias."""
     import mlflow
-
     from flows.train import prepare_data
 
     evaluate, tracking = settings["evaluate"], settings["tracking"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
+from mlflow import MlflowClient
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -43,7 +44,12 @@ def champion(client: MlflowClient, name: str) -> Any | None:
 
 
 def promote_if_better(
-    client: MlflowClient, name: str, version: str, score: float, comparable: dict[str, str], fresh_scores: dict
+    client: MlflowClient,
+    name: str,
+    version: str,
+    score: float,
+    comparable: dict[str, str],
+    fresh_scores: dict,
 ) -> Decision:
     """Move ``champion`` to ``version`` only if it beats the current champion on equal terms.
 
@@ -59,12 +65,19 @@ def promote_if_better(
     if all(tags.get(key) == value for key, value in comparable.items()):
         best, basis = float(tags["primary_metric_value"]), "its recorded score on the same data and protocol"
     elif tags.get("model_kind") in fresh_scores:
-        best, basis = fresh_scores[tags["model_kind"]], f"its kind re-evaluated in this run ({tags['model_kind']})"
+        best, basis = (
+            fresh_scores[tags["model_kind"]],
+            f"its kind re-evaluated in this run ({tags['model_kind']})",
+        )
     else:
-        return _promote(client, name, version, str(current.version), "champion not comparable on this data/protocol")
+        return _promote(
+            client, name, version, str(current.version), "champion not comparable on this data/protocol"
+        )
     if score > best:
         return _promote(client, name, version, str(current.version), f"{score:.4f} > {best:.4f} ({basis})")
-    return Decision(version, False, f"{score:.4f} does not beat champion v{current.version}: {best:.4f} ({basis})")
+    return Decision(
+        version, False, f"{score:.4f} does not beat champion v{current.version}: {best:.4f} ({basis})"
+    )
 
 
 def _promote(client: MlflowClient, name: str, version: str, replaced: str | None, reason: str) -> Decision:
@@ -83,4 +96,6 @@ def rollback(client: MlflowClient, name: str) -> Decision:
 
         raise SerError(f"{name}: no version has alias '{PREVIOUS}'; nothing to roll back to") from err
     current = champion(client, name)
-    return _promote(client, name, str(previous.version), str(current.version) if current else None, "rollback")
+    return _promote(
+        client, name, str(previous.version), str(current.version) if current else None, "rollback"
+    )

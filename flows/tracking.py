@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from components.evaluate import Evaluation, ModelSpec
 from components.metrics import compute_metrics, confusion_pairs, format_table, plot_confusion
+from mlflow import MlflowClient
 
 
 def tracking_uri(settings: dict[str, Any]) -> str:
@@ -24,6 +24,8 @@ def experiment_id(client: MlflowClient, settings: dict[str, Any]) -> str:
     found = client.get_experiment_by_name(settings["experiment"])
     if found is not None:
         return found.experiment_id
+    if client.tracking_uri.startswith(("http://", "https://")):
+        return client.create_experiment(settings["experiment"])  # the server decides where artifacts go
     location = settings["artifact_location"]
     if "://" not in location:
         Path(location).mkdir(parents=True, exist_ok=True)

@@ -119,12 +119,20 @@ def train_stage(settings: dict[str, Any], features_dir: Path = FEATURES_DIR) -> 
     results: list[Evaluation] = [future.result() for future in futures]
     wall = time.perf_counter() - started
     serial = sum(r.seconds for r in results)
-    logger.info("trained %d evaluations in %.1f s (%.1f s one at a time: %.2fx)", len(results), wall, serial, serial / wall)
+    logger.info(
+        "trained %d evaluations in %.1f s (%.1f s one at a time: %.2fx)",
+        len(results),
+        wall,
+        serial,
+        serial / wall,
+    )
 
     client = MlflowClient(tracking_uri(tracking))
     experiment = experiment_id(client, tracking)
     version = data_version()
-    parent = start_run(client, experiment, "train", tags={"data_version": version, "git_commit": git_commit()})
+    parent = start_run(
+        client, experiment, "train", tags={"data_version": version, "git_commit": git_commit()}
+    )
     client.log_metric(parent, "concurrent_seconds", wall)
     client.log_metric(parent, "one_at_a_time_seconds", serial)
     client.log_param(parent, "speaker_norm", evaluate["speaker_norm"])

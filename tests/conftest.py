@@ -90,15 +90,73 @@ def mlflow_store(tmp_path, mlflow_template, monkeypatch) -> str:
     shutil.copy(mlflow_template, path)
     uri = f"sqlite:///{path}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow puts the default experiment's artifacts under ./mlruns
     return uri
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, mlflow_template, monkeypatch) -> Iterator[str]:
+    """A real ``mlflow server`` process on a free 127.0.0.1 port; yields its URL (also in the env)."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    shutil.copy(mlflow_template, tmp_path / "server.db")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "--workers",
+        "1",
+    ]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError as err:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log_text = (tmp_path / "server.log").read_text()
+                    raise RuntimeError(f"mlflow server did not start:\n{log_text}") from err
+                time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.chdir(tmp_path)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture(scope="session")
 def demo_features(tmp_path_factory) -> Path:
     """A 4-actor demo corpus, validated and featurized: ``<root>/data/{raw,metadata,features}``."""
     from components.discover import discover
-    from components.featurize import featurize
     from components.features.sets import extract_params
+    from components.featurize import featurize
     from components.metadata import build_metadata
     from components.synth import write_corpus
     from flows.params import load_params

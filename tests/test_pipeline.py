@@ -37,7 +37,9 @@ def clone(tmp_path_factory, mlflow_template) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, target / name)
     for name in ("flows", "components"):  # the working tree's code, committed or not
-        shutil.copytree(ROOT / name, target / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / name, target / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["ingest"]["demo_actors"] = 3
     params["featurize"]["feature_sets"] = ["handmade", "logmel", "waveform"]

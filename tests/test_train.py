@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from flows.params import load_params
 from flows.registry import CHAMPION, PREVIOUS, rollback
+from mlflow import MlflowClient
 from tests.conftest import ROOT
 
 
 def tiny_settings() -> dict:
     settings = load_params(ROOT / "params.yaml")
     settings["train"].update(models=["rf", "logreg", "cnn"], n_workers=2, retries=0)
-    settings["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=4, n_val_actors=1)
+    settings["evaluate"].update(
+        runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=4, n_val_actors=1
+    )
     for name in ("rf", "logreg"):
         settings[name]["features"] = ["handmade"]
     settings["rf"]["n_estimators"] = 50
@@ -27,7 +29,7 @@ def tiny_settings() -> dict:
 
 
 @pytest.fixture
-def workspace(demo_features, mlflow_store, monkeypatch, prefect_harness):
+def workspace(demo_features, mlflow_server, monkeypatch, prefect_harness):
     monkeypatch.chdir(demo_features)
     return demo_features
 
@@ -42,10 +44,11 @@ def run_train(settings: dict) -> dict:
     return run_flow(train_stage.with_options(task_runner=runner), settings=settings)
 
 
-def test_train_logs_every_model_registers_and_gates_the_champion(workspace, mlflow_store, write_wav):
+def test_train_logs_every_model_registers_and_gates_the_champion(workspace, mlflow_server):
+    """Tracking and registration over HTTP against a real ``mlflow server`` process."""
     settings = tiny_settings()
     first = run_train(settings)
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(mlflow_server)
     runs = client.search_runs([client.get_experiment_by_name("ravdess-ser").experiment_id])
     names = {run.info.run_name for run in runs}
     assert {"train", "rf/actor-kfold/all", "cnn/actor-kfold/all", "logreg/actor-kfold/all/fold-4"} <= names
@@ -73,12 +76,22 @@ def test_train_logs_every_model_registers_and_gates_the_champion(workspace, mlfl
         f"m = mlflow.pyfunc.load_model('models:/ravdess-emotion@champion');"
         f"print(json.dumps(m.predict(pd.DataFrame({{'path': [{str(wav)!r}]}})).iloc[0].to_dict()))"
     )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
     prediction = json.loads(done.stdout.strip().splitlines()[-1])
-    assert prediction["label"] in {"neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"}
+    assert prediction["label"] in {
+        "neutral",
+        "calm",
+        "happy",
+        "sad",
+        "angry",
+        "fearful",
+        "disgust",
+        "surprised",
+    }
     assert abs(sum(v for k, v in prediction.items() if k.startswith("prob_")) - 1) < 1e-4
 
 
@@ -91,7 +104,9 @@ def test_rollback_restores_previous(mlflow_store):
     for _ in range(2):
         with mlflow.start_run():
             mlflow.log_text("x", "x.txt")
-            client.create_model_version("m", mlflow.get_artifact_uri(), run_id=mlflow.active_run().info.run_id)
+            client.create_model_version(
+                "m", mlflow.get_artifact_uri(), run_id=mlflow.active_run().info.run_id
+            )
     client.set_registered_model_alias("m", CHAMPION, "2")
     client.set_registered_model_alias("m", PREVIOUS, "1")
     rollback(client, "m")

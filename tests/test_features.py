@@ -149,6 +149,20 @@ def test_egemaps_reused_engine_matches_the_public_api():
         assert np.array_equal(egemaps.extract(signal, 16_000), expected, equal_nan=True)
 
 
+def test_egemaps_falls_back_to_the_public_api_when_the_reused_engine_fails():
+    signal = chirp(dur=1.0)
+    egemaps.extract(signal, 16_000)  # builds this thread's engine
+    key = (16_000, os.getpid())
+
+    def broken(_signal):
+        raise RuntimeError("native failure")
+
+    egemaps._thread_engines()[key] = broken
+    expected = np.asarray(egemaps.smile()(signal, 16_000), dtype=np.float32).reshape(-1)
+    assert np.array_equal(egemaps.extract(signal, 16_000), expected, equal_nan=True)
+    assert key not in egemaps._thread_engines()  # a fresh engine is built for the next clip
+
+
 def test_unknown_sets_and_missing_params_are_reported():
     with pytest.raises(SerError, match="unknown set 'mfcc'"):
         sets.check_sets(["handmade", "mfcc"])

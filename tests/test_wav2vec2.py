@@ -25,7 +25,7 @@ from components.wav2vec2.embed import (
     frame_to_embeddings,
     load_encoder,
 )
-from components.wav2vec2.finetune import finetune, predict_proba, settings_from
+from components.wav2vec2.finetune import FinetuneSettings, finetune, predict_proba, settings_from
 from components.wav2vec2.model import build_classifier, collate, length_batches
 from components.wav2vec2.pretrained import PretrainedUnavailable, resolve_pretrained, save_tiny_checkpoint
 from tests.conftest import ROOT, tone
@@ -90,7 +90,7 @@ def test_an_uncached_id_offline_is_a_clear_ser_error(tmp_path):
     assert "not available offline" in str(caught.value) and "facebook/wav2vec2-base" in str(caught.value)
     with pytest.raises(SerError, match="no such folder"):
         resolve_pretrained(str(tmp_path / "missing" / "model"))
-    with pytest.raises(SerError, match="no config.json"):
+    with pytest.raises(SerError, match=r"no config\.json"):
         resolve_pretrained(str(tmp_path))
 
 
@@ -146,13 +146,26 @@ def test_build_classifier_options(tiny):
     # transformers 5 leaves layer_weights uninitialised when loading: they must come out uniform
     assert torch.allclose(model.layer_weights, torch.full((3,), 1 / 3))
     assert not any(p.requires_grad for p in model.wav2vec2.feature_extractor.parameters())
-    assert model.classifier.weight.requires_grad and model.is_gradient_checkpointing
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers 5 renamed it
+    assert checkpointing if checkpointing is not None else model.is_gradient_checkpointing
+    assert model.classifier.weight.requires_grad
     values, mask = collate(tones(2)[0], max_dur=None)
     model.train()
     model(values, attention_mask=mask).logits.sum().backward()
     assert model.layer_weights.grad is not None
     with pytest.raises(SerError, match="2 to 8"):
         build_classifier(tiny, 9)
+
+
+def test_weighted_layer_sum_trains_with_a_layerdrop_config(tiny):
+    from transformers import Wav2Vec2Config
+
+    config = Wav2Vec2Config.from_pretrained(tiny)
+    config.layerdrop = 0.9  # wav2vec2-base has LayerDrop on; a dropped layer used to lose its hidden state
+    model = build_classifier(config, 8, weighted_layer_sum=True, freeze_feature_encoder=True).train()
+    values, mask = collate(tones(2)[0], max_dur=None)
+    for _ in range(3):
+        model(values, attention_mask=mask).logits.sum().backward()
 
 
 def test_finetune_learns_two_tones(tiny):
@@ -184,6 +197,10 @@ class Interrupting(list):
         return super().__getitem__(index)
 
 
+def scores(history: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {key: values for key, values in history.items() if key != "epoch_seconds"}
+
+
 @pytest.mark.parametrize("where", ["epoch", "step"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, where):
     waves, labels = tones(16)
@@ -207,11 +224,11 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, 
         model, train, val, settings, tmp_path / "cut", log=lambda epoch, _: logged.append(epoch)
     )
     assert result.resumed_from == 1 and result.epochs_run == 3 and logged == [2, 3]
-    assert result.history == expected.history and result.best_epoch == expected.best_epoch
+    assert scores(result.history) == scores(expected.history) and result.best_epoch == expected.best_epoch
     for name, tensor in whole.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
     again = finetune(fresh_model(tiny, settings), train, val, settings, tmp_path / "cut")
-    assert again.resumed_from == 3 and again.history == expected.history  # finished: nothing to do
+    assert again.resumed_from == 3 and scores(again.history) == scores(expected.history)  # nothing to do
     with pytest.raises(SerError, match="other lr"):
         finetune(fresh_model(tiny, settings), train, val, tiny_settings(lr=5e-4), tmp_path / "cut")
 
@@ -253,6 +270,7 @@ def test_presets_and_overrides():
     original, tuned = settings_from("original"), settings_from("tuned")
     assert (original.epochs, original.batch_size, original.lr, original.precision) == (12, 1, 1e-5, "fp16")
     assert tuned.freeze_feature_encoder and tuned.weighted_layer_sum and tuned.precision == "bf16"
+    assert tuned == FinetuneSettings()
     assert settings_from("tuned", {"epochs": 2}).epochs == 2
     assert "device" not in tuned.fingerprint() and "lr" in tuned.fingerprint()
     for preset, overrides, message in (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,80 +19,11 @@ import pandas as pd
 from great_expectations.data_context.types import base as gx_config
 
 from components import ravdess
-from components.errors import SerError
+from components.validation_report import CheckResult, ValidationReport
 
 SUITE_NAME = "clips"
 DOCS_SITE = "ser_docs"
 MAX_LISTED = 6  # missing clip ids named per warning before "…"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one expectation; ``name`` is its type and column(s)."""
-
-    name: str
-    success: bool
-    severity: str  # critical | warning | info
-    n_unexpected: int
-
-
-@dataclass
-class ValidationReport:
-    """Accepted clips, rejected files with reasons, expectation results and warnings."""
-
-    clips: pd.DataFrame
-    rejected: pd.DataFrame  # location, clip_id, reason
-    checks: list[CheckResult]
-    warnings: list[str]
-    max_rejected_share: float
-    docs_dir: Path | None = None
-
-    @property
-    def rejected_share(self) -> float:
-        """Rejected files over all files seen (1.0 when there were none)."""
-        n_files = len(self.clips) + len(self.rejected)
-        return len(self.rejected) / n_files if n_files else 1.0
-
-    @property
-    def passed(self) -> bool:
-        """Some clips were accepted and the rejected share is within the threshold."""
-        return len(self.clips) > 0 and self.rejected_share <= self.max_rejected_share
-
-    def metrics(self) -> dict[str, float | int | bool]:
-        """The numbers for DVC and MLflow: counts, the rejected share, and whether it passed."""
-        return {
-            "n_clips": len(self.clips),
-            "n_rejected": len(self.rejected),
-            "rejected_share": self.rejected_share,
-            "n_warnings": len(self.warnings),
-            "n_expectations_failed": sum(not check.success for check in self.checks),
-            "passed": self.passed,
-        }
-
-    def summary(self) -> str:
-        """Each rejected file with its problem, then warnings, failed expectations and counts."""
-        lines = [f"rejected {row.location}: {row.reason}" for row in self.rejected.itertuples()]
-        lines += [f"warning: {text}" for text in self.warnings]
-        failed = [c for c in self.checks if not c.success]
-        lines += [f"expectation not met ({c.severity}): {c.name}, {c.n_unexpected} rows" for c in failed]
-        by_channel = ", ".join(f"{n} {name}" for name, n in self.clips["channel_name"].value_counts().items())
-        lines.append(
-            f"{len(self.clips)} clips accepted ({by_channel or 'none'}), {len(self.rejected)} files rejected "
-            f"({self.rejected_share:.1%}, at most {self.max_rejected_share:.1%} allowed), "
-            f"{len(self.warnings)} warnings, {len(self.checks) - len(failed)} of {len(self.checks)} "
-            f"expectations met: {'PASSED' if self.passed else 'FAILED'}"
-        )
-        if self.docs_dir is not None:
-            lines.append(f"Data Docs: {self.docs_dir / 'index.html'}")
-        return "\n".join(lines)
-
-    def raise_if_failed(self) -> None:
-        """Raise :class:`SerError` with the summary when validation did not pass."""
-        if not self.passed:
-            raise SerError(
-                f"data validation failed:\n{self.summary()}\nFix or remove the rejected files, "
-                "or raise validate.max_rejected_share in params.yaml if they are expected."
-            )
 
 
 def add_count_columns(clips: pd.DataFrame) -> pd.DataFrame:

@@ -55,3 +55,18 @@ mlflow-ui: venv  ## MLflow UI on http://127.0.0.1:5000 over the pipeline's store
 	mkdir -p mlflow/artifacts
 	mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlflow/artifacts
+
+.PHONY: serve app
+SERVE_MODEL ?= models:/ravdess-emotion@champion
+SERVE_PORT ?= 5001
+SERVE_CONFIG ?=  # JSON model_config overrides, e.g. {"allow_paths": true, "max_audio_dur": 60}
+APP_PORT ?= 8501
+STORE := $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}
+
+serve: venv  ## REST API of the champion: POST base64 WAV to http://127.0.0.1:5001/invocations
+	MLFLOW_TRACKING_URI=$(STORE) $(if $(strip $(SERVE_CONFIG)),SERVING_MODEL_CONFIG='$(strip $(SERVE_CONFIG))') \
+		mlflow models serve -m $(SERVE_MODEL) --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+app: venv  ## web demo on http://127.0.0.1:8501: upload or record a clip, see the emotion and the model
+	MLFLOW_TRACKING_URI=$(STORE) streamlit run app/demo.py --server.address 127.0.0.1 \
+		--server.port $(APP_PORT) --server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer

@@ -52,7 +52,8 @@ def main() -> None:
         [
             "# Silence trimming: does cutting the leading/trailing silence help?",
             "",
-            f"`python benchmarks/trim.py --models {args.models}` on {data.name} (actors 01-12, 2.39 s clips),",
+            f"`python benchmarks/trim.py --models {args.models}` on {data.name}",
+            "(actors 01-12, 2.39 s clips),",
             "actor-kfold (6 folds of 2 actors), mean ± sd over folds. Classical models on the features",
             "their params.yaml sections name (hand-made and/or eGeMAPS, which are computed on the",
             "natural-length signal after trimming).",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,14 @@ from components.ravdess import EMOTIONS
 
 INPUT_COLUMNS: tuple[str, ...] = ("path", "audio_base64", "waveform", "sampling_rate")
 AUDIO_MAGIC: tuple[bytes, ...] = (b"RIFF", b"RF64", b"fLaC")
+MAX_AUDIO_DUR = 30.0  # seconds per served clip: RAVDESS clips are 3-6 s; longer audio: `ser predict` windows
+MAX_AUDIO_BYTES = 10_000_000  # encoded bytes per served clip: 30 s of 48 kHz 16-bit stereo is 5.8 MB
+MODEL_CONFIG: dict[str, Any] = {  # logged with the model, so a server may override each key at load time
+    "allow_paths": None,  # None: read in-process, refused by a scoring server (its files are not yours)
+    "max_audio_dur": MAX_AUDIO_DUR,
+    "max_audio_bytes": MAX_AUDIO_BYTES,
+}
+SERVING_FLAG = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by MLflow's scoring server before it takes requests
 
 
 @dataclass
@@ -78,34 +87,74 @@ class EmotionPredictor:
         return table
 
 
-def decode_row(row: Mapping[str, Any], allow_paths: bool = True) -> tuple[np.ndarray, int]:
+def decode_row(
+    row: Mapping[str, Any],
+    allow_paths: bool = True,
+    max_bytes: int | None = None,
+    max_dur: float | None = None,
+) -> tuple[np.ndarray, int]:
     """One pyfunc input row → ``(signal, rate)``: a file path, base64 audio bytes, or samples.
 
+    Args:
+        row: One input row (see :data:`INPUT_COLUMNS`).
+        allow_paths: Whether ``path`` inputs may be read (off on a server open to others).
+        max_bytes: Largest encoded audio accepted (base64-decoded bytes or file size); None: any.
+        max_dur: Longest audio accepted, in seconds; None: any.
+
     Raises:
-        SerError: The row holds none of the inputs, bad base64, or unreadable audio.
+        SerError: The row holds none of the inputs, bad base64, unreadable or too large audio.
     """
     if _present(row.get("audio_base64")):
         raw = row["audio_base64"]
+        if not isinstance(raw, str | bytes | bytearray):
+            raise SerError(
+                f"audio_base64: expected one base64 string per row, got {type(raw).__name__}; send rows "
+                '(dataframe_split, dataframe_records or {"inputs": [{"audio_base64": "..."}]})'
+            )
         if isinstance(raw, bytes | bytearray) and bytes(raw[:4]) in AUDIO_MAGIC:
             data = bytes(raw)  # MLflow's JSON parsing may already have decoded the base64
         else:
+            _check_size("audio_base64", len(raw) * 3 // 4, max_bytes)  # before decoding it
             try:
                 data = base64.b64decode(raw, validate=True)
             except (binascii.Error, ValueError, TypeError) as err:
                 raise SerError(f"audio_base64: not valid base64 ({err})") from err
-        return read_audio(data, name="audio_base64")
+        _check_size("audio_base64", len(data), max_bytes)
+        return _check_dur("audio_base64", *read_audio(data, name="audio_base64"), max_dur)
     if _present(row.get("waveform")):
         if not _present(row.get("sampling_rate")):
             raise SerError("waveform: give its sampling_rate too")
         signal = np.asarray(row["waveform"], dtype=np.float32)
         if signal.size == 0 or not np.isfinite(signal).all():
             raise SerError("waveform: empty or holds NaN/infinite samples")
-        return signal, int(row["sampling_rate"])
+        return _check_dur("waveform", signal, int(row["sampling_rate"]), max_dur)
     if _present(row.get("path")):
         if not allow_paths:
             raise SerError("path inputs are disabled on this server; send audio_base64")
-        return read_audio(Path(str(row["path"])))
+        path = Path(str(row["path"]))
+        if path.is_file():
+            _check_size(str(path), path.stat().st_size, max_bytes)
+        return _check_dur(str(path), *read_audio(path), max_dur)
     raise SerError(f"each input row needs one of: {', '.join(INPUT_COLUMNS[:3])}")
+
+
+def _check_size(name: str, n_bytes: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and n_bytes > max_bytes:
+        raise SerError(
+            f"{name}: {n_bytes / 1e6:.1f} MB of audio is over the limit of {max_bytes / 1e6:g} MB per clip"
+        )
+
+
+def _check_dur(name: str, signal: np.ndarray, rate: int, max_dur: float | None) -> tuple[np.ndarray, int]:
+    if rate <= 0:
+        raise SerError(f"{name}: sampling rate {rate} Hz is not positive")
+    dur = len(signal) / rate
+    if max_dur is not None and dur > max_dur:
+        raise SerError(
+            f"{name}: {dur:.1f} s of audio is over the limit of {max_dur:g} s per clip; "
+            "send shorter clips (`ser predict` scores long recordings in windows)"
+        )
+    return signal, rate
 
 
 def _present(value: Any) -> bool:
@@ -117,18 +166,48 @@ def _present(value: Any) -> bool:
 
 
 class EmotionPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc adapter: a DataFrame of audio inputs → a DataFrame of predictions."""
+    """MLflow pyfunc adapter: a DataFrame of audio inputs → a DataFrame of predictions.
+
+    ``model_config`` (given to ``mlflow.pyfunc.load_model``, or as the JSON environment
+    variable ``SERVING_MODEL_CONFIG`` to ``mlflow models serve``; MLflow applies only keys the
+    model was logged with, see :data:`MODEL_CONFIG`) may set ``allow_paths`` (default: paths
+    are read in-process and refused by a scoring server), ``max_audio_dur`` (seconds, default
+    :data:`MAX_AUDIO_DUR`) and ``max_audio_bytes`` (default :data:`MAX_AUDIO_BYTES`); null
+    lifts a limit.
+    """
 
     def load_context(self, context: Any) -> None:
         """Load the pickled predictor from the model's own artifacts (nothing else is unpickled)."""
         import joblib
 
+        config = context.model_config or {}
         self.predictor: EmotionPredictor = joblib.load(context.artifacts["predictor"])
-        self.allow_paths = bool((context.model_config or {}).get("allow_paths", True))
+        self.allow_paths: bool | None = config.get("allow_paths")
+        self.max_audio_dur = config.get("max_audio_dur", MAX_AUDIO_DUR)
+        self.max_audio_bytes = config.get("max_audio_bytes", MAX_AUDIO_BYTES)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """Predict each row; see :func:`decode_row` for the accepted columns."""
+        """Predict each row; see :func:`decode_row` for the accepted columns.
+
+        Raises:
+            MlflowException: A row the model cannot read (``INVALID_PARAMETER_VALUE``: the
+                scoring server answers HTTP 400 with the message).
+        """
+        from mlflow.exceptions import MlflowException
+
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
-        signals = [decode_row(row, self.allow_paths) for row in model_input.to_dict("records")]
+        allow_paths = self.allow_paths
+        if allow_paths is None:
+            allow_paths = os.environ.get(SERVING_FLAG, "").lower() not in ("true", "1")
+        signals = []
+        for i, row in enumerate(model_input.to_dict("records")):
+            try:
+                signals.append(decode_row(row, allow_paths, self.max_audio_bytes, self.max_audio_dur))
+            except SerError as err:
+                raise MlflowException.invalid_parameter_value(f"input row {i}: {err}") from err
+        if not signals:
+            raise MlflowException.invalid_parameter_value(
+                f"no input rows: send at least one row with one of {', '.join(INPUT_COLUMNS[:3])}"
+            )
         return self.predictor.predict_signals(signals)

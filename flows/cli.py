@@ -23,6 +23,8 @@ data_app = typer.Typer(
     help="Get audio: the offline demo corpus or the official RAVDESS zips.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+registry_app = typer.Typer(help="The model registry: versions, aliases, rollback.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Settings file (params.yaml).")]
 
@@ -142,6 +144,124 @@ def evaluate_cmd(
     typer.echo(format_table(rows, list(rows[0])))
     if json_out is not None:
         write_json(json_out, rows)
+
+
+@app.command("predict")
+def predict_cmd(
+    inputs: Annotated[list[str], typer.Argument(help="Audio files, folders (searched recursively), globs.")],
+    model: Annotated[str, typer.Option(help="MLflow model URI.")] = "models:/ravdess-emotion@champion",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every result (windows too) as JSON here.")
+    ] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write one row per file as CSV here.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips (or windows) per model call.")] = 32,
+    windows: Annotated[
+        bool, typer.Option("--windows", help="Also print the label of each window of long recordings.")
+    ] = False,
+    hop: Annotated[
+        float | None, typer.Option(help="Seconds between windows (default: half the clip length).")
+    ] = None,
+    long: Annotated[
+        float | None,
+        typer.Option(help="Recordings longer than this (seconds) are windowed (default: 1.5 x clip length)."),
+    ] = None,
+    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: 20 files or more).")] = None,
+    threads: Annotated[
+        int, typer.Option(help="CPU threads per operation of deep models (more only help big batches).")
+    ] = 1,
+    params: ParamsOption = PARAMS_FILE,
+) -> None:
+    """Predict the emotion of audio files: any rate, channels and length; long ones in windows.
+
+    Prints file, emotion, confidence and top-3; RAVDESS-named files add the true label and a summary.
+
+    Unreadable files get an error line; the exit status is 1 only if no file could be predicted.
+    """
+    from flows.model_io import load_model, use_store
+    from flows.predict import (
+        find_audio,
+        format_results,
+        format_summary,
+        predict_files,
+        set_torch_threads,
+        summarize,
+        write_results_csv,
+        write_results_json,
+    )
+
+    set_torch_threads(threads)
+    paths, missing = find_audio(inputs)
+    if not paths:
+        raise SerError("; ".join(r.error for r in missing if r.error) or "no input files")
+    use_store(params, required=model.startswith(("models:/", "runs:/")))
+    loaded = load_model(model)
+    about = loaded.description
+    if about.get("version"):
+        typer.echo(
+            f"model: {about['name']} v{about['version']} ({', '.join(about['aliases']) or 'no alias'}), "
+            f"{about['tags'].get('model_name', '?')}, clip {loaded.clip_dur:g} s",
+            err=True,
+        )
+    results = missing + predict_files(
+        paths, loaded.predict_signals, loaded.clip_dur, hop, long, batch_size, progress
+    )
+    typer.echo(format_results(results, show_windows=windows))
+    summary = summarize(results)
+    if summary is not None:
+        typer.echo("\n" + format_summary(summary))
+    for result in results:
+        if result.error:
+            typer.echo(f"error: {result.error}", err=True)
+    if json_out is not None:
+        write_results_json(json_out, results, summary, about)
+    if csv_out is not None:
+        write_results_csv(csv_out, results)
+    n_ok = sum(r.label is not None for r in results)
+    if n_ok == 0:
+        raise SerError(f"none of the {len(results)} inputs could be predicted (see the errors above)")
+    if n_ok < len(results):
+        typer.echo(f"{n_ok} of {len(results)} inputs predicted", err=True)
+
+
+@registry_app.command("show")
+def registry_show(
+    name: Annotated[str | None, typer.Option(help="Registered model (default: tracking.model_name).")] = None,
+    tags: Annotated[bool, typer.Option("--tags", help="Also list every tag of each version.")] = False,
+    params: ParamsOption = PARAMS_FILE,
+) -> None:
+    """List the versions of the registered model: aliases, model, protocol, primary metric, tags."""
+    from mlflow import MlflowClient
+
+    from components.metrics import format_table
+    from flows.model_io import use_store, version_rows
+
+    name = name or load_params(params)["tracking"]["model_name"]
+    use_store(params)
+    rows = version_rows(MlflowClient(), name)
+    columns = ["version", "aliases", "model", "protocol", "metric", "data", "commit", "created"]
+    typer.echo(f"{name}: {len(rows)} version(s)\n" + format_table(rows, columns))
+    if tags:
+        for row in rows:
+            listed = ", ".join(f"{k}={v}" for k, v in sorted(row["tags"].items()))
+            typer.echo(f"v{row['version']}: {listed}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: Annotated[str | None, typer.Option(help="Registered model (default: tracking.model_name).")] = None,
+    params: ParamsOption = PARAMS_FILE,
+) -> None:
+    """Make the version with alias 'previous' the champion again (the demoted one becomes 'previous')."""
+    from mlflow import MlflowClient
+
+    from flows.model_io import use_store
+    from flows.registry import rollback
+
+    name = name or load_params(params)["tracking"]["model_name"]
+    use_store(params)
+    decision = rollback(MlflowClient(), name)
+    demoted = f"; v{decision.replaced} is now 'previous'" if decision.replaced else ""
+    typer.echo(f"{name}: champion is v{decision.version}{demoted}")
 
 
 def main() -> None:

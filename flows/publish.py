@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
@@ -21,11 +19,10 @@ from components.evaluate import Evaluation, ModelSpec, fit_on_rows
 from components.features.sets import extract_params
 from components.protocols import actor_kfold
 from components.ravdess import EMOTION_NAMES
-from components.serving import EmotionPredictor, EmotionPyfunc
+from components.serving import EmotionPredictor
 from flows.paths import FEATURES_DIR
 from flows.registry import Decision, promote_if_better, register
 from flows.tracking import git_commit, start_run, tracking_uri
-from mlflow import MlflowClient
 
 CODE_DIR = Path(__file__).resolve().parents[1] / "components"  # travels inside the model
 REQUIREMENTS = (
@@ -89,6 +86,8 @@ def publish_best(
 ) -> Decision:
     """Refit ``spec``, log it as a pyfunc under a child run, register it, and gate the alias."""
     import mlflow
+
+    from flows.model_io import log_predictor
     from flows.train import prepare_data
 
     evaluate, tracking = settings["evaluate"], settings["tracking"]
@@ -117,19 +116,10 @@ def publish_best(
     }
     run = start_run(client, experiment, f"refit/{spec.name}", parent, tags)
     mlflow.set_tracking_uri(tracking_uri(tracking))
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run):
-        joblib.dump(predictor, Path(tmp) / "predictor.joblib")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=EmotionPyfunc(),
-            artifacts={"predictor": str(Path(tmp) / "predictor.joblib")},
-            code_paths=[str(CODE_DIR)],
-            signature=signature(),
-            input_example=input_example(),
-            pip_requirements=[f"{name}=={metadata.version(name)}" for name in REQUIREMENTS],
-        )
+    with mlflow.start_run(run_id=run):
+        model_uri = log_predictor(predictor)
         mlflow.log_metric(f"cv_{metric}", score)
-    version = register(client, tracking["model_name"], info.model_uri, run, tags)
+    version = register(client, tracking["model_name"], model_uri, run, tags)
     fresh = {spec_kind(r, settings): r.summary[f"{metric}_mean"] for r in primary}
     comparable = {k: tags[k] for k in ("data_version", "protocol", "subset", "primary_metric")}
     return promote_if_better(client, tracking["model_name"], version, score, comparable, fresh)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
 PREVIOUS = "previous"

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from components.evaluate import Evaluation, ModelSpec
 from components.metrics import compute_metrics, confusion_pairs, format_table, plot_confusion
-from mlflow import MlflowClient
 
 
 def tracking_uri(settings: dict[str, Any]) -> str:

@@ -47,6 +47,7 @@ def clone(tmp_path_factory, mlflow_template) -> Path:
     params["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=3, n_val_actors=1)
     params["rf"]["n_estimators"] = 50
     params["logreg"]["features"] = ["handmade"]
+    params["wav2vec2"]["local_only"] = True  # no weights here: the stage records a skip and dvc goes on
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (target / "dvc.lock").unlink(missing_ok=True)
     shutil.copy(mlflow_template, target / "mlflow" / "mlflow.db")  # skip the store's migrations
@@ -60,7 +61,8 @@ def stages_run(log: str) -> list[str]:
 
 def test_dvc_repro_builds_validates_and_featurizes_then_skips(clone):
     first = run(["dvc", "repro"], clone)
-    assert stages_run(first) == ["ingest", "validate", "featurize", "train"]
+    ran = stages_run(first)
+    assert ran[:3] == ["ingest", "validate", "featurize"] and set(ran[3:]) == {"train", "wav2vec2"}
     raw = sorted(p.relative_to(clone / "data/raw").as_posix() for p in (clone / "data/raw").rglob("*.wav"))
     assert len(raw) == N_CLIPS
     clips = pd.read_parquet(clone / "data/metadata/clips.parquet")
@@ -70,6 +72,10 @@ def test_dvc_repro_builds_validates_and_featurizes_then_skips(clone):
     train = json.loads((clone / "metrics/train.json").read_text())
     assert {row["model"] for row in train["results"]} == {"rf", "logreg"}
     assert train["registry"]["promoted"] is True
+    skipped = json.loads((clone / "metrics/wav2vec2.json").read_text())["status"]
+    assert skipped.startswith("skipped: pretrained weights for facebook/wav2vec2-base")
+    assert "not available offline" in skipped
+    assert "Traceback" not in first
     shown = run(["dvc", "metrics", "show"], clone)
     assert "metrics/train.json" in shown and "metrics/validate.json" in shown
     assert (clone / "reports/validation/index.html").exists()
@@ -86,7 +92,8 @@ def test_changing_a_featurize_param_reruns_only_featurize(clone):
     params["featurize"]["n_mfcc"] = 20
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = run(["dvc", "repro"], clone)
-    assert stages_run(log) == ["ingest", "featurize", "train"]
+    ran = stages_run(log)
+    assert ran[:2] == ["ingest", "featurize"] and set(ran[2:]) == {"train", "wav2vec2"}
     metrics = json.loads((clone / "metrics/featurize.json").read_text())
     assert metrics["sets"]["handmade"]["n_extracted"] == N_CLIPS
     assert metrics["sets"]["logmel"]["n_reused"] == N_CLIPS  # n_mfcc does not touch log-mels

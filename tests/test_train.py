@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from mlflow import MlflowClient
 
 from flows.params import load_params
 from flows.registry import CHAMPION, PREVIOUS, rollback
-from mlflow import MlflowClient
 from tests.conftest import ROOT
 
 

@@ -1,0 +1,157 @@
+"""Web demo: upload or record a clip, see the predicted emotion and which model answered.
+
+Run with ``make app`` (Streamlit on http://127.0.0.1:8501). The model is the registered
+``models:/ravdess-emotion@champion`` of the project's MLflow store (``MLFLOW_TRACKING_URI``
+overrides ``tracking.tracking_uri``); scoring is exactly ``ser predict``'s, long clips in windows.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from matplotlib.figure import Figure
+
+from components.audio import read_audio, to_mono
+from components.errors import SerError
+from flows.model_io import LoadedModel, load_model, use_store
+from flows.paths import PARAMS_FILE
+from flows.predict import FileResult, predict_files, set_torch_threads
+
+DEFAULT_MODEL = os.environ.get("SER_MODEL_URI", "models:/ravdess-emotion@champion")
+METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro F1", "weighted_f1": "weighted F1"}
+
+
+@st.cache_resource(show_spinner="Loading the model from MLflow ...")
+def get_model(uri: str) -> LoadedModel:
+    """The model, loaded once per server process and URI."""
+    use_store(PARAMS_FILE, required=uri.startswith(("models:/", "runs:/")))
+    set_torch_threads(1)  # as `ser predict`: one clip at a time is fastest on one thread
+    return load_model(uri)
+
+
+def predict_bytes(model: LoadedModel, data: bytes, name: str) -> tuple[FileResult, np.ndarray, int]:
+    """Score an uploaded file as ``ser predict`` would; also return its samples for the plots."""
+    suffix = Path(name).suffix or ".wav"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"clip{suffix}"
+        path.write_bytes(data)
+        signal, rate = read_audio(path, name=name)
+        (result,) = predict_files([path], model.predict_signals, model.clip_dur, progress=False)
+    if result.error:
+        raise SerError(result.error.replace(str(path), name))
+    return result, to_mono(signal), rate
+
+
+def signal_figure(signal: np.ndarray, rate: int) -> Figure:
+    """The waveform above its spectrogram (made without pyplot: no global state in a server)."""
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    wave, spec = fig.subplots(2, 1, sharex=True)
+    step = max(1, len(signal) // 4000)  # a few thousand points draw the envelope faithfully
+    t = np.arange(0, len(signal), step) / rate
+    wave.plot(t, signal[::step], linewidth=0.6, color="#1f77b4")
+    wave.set_ylabel("amplitude")
+    wave.set_title("waveform")
+    spec.specgram(signal, Fs=rate, NFFT=512, noverlap=384, cmap="magma", scale="dB")
+    spec.set_ylim(0, min(rate / 2, 8000))  # the speech band; a 48 kHz file has little above it
+    spec.set_ylabel("Hz")
+    spec.set_xlabel("seconds")
+    spec.set_title("spectrogram")
+    return fig
+
+
+def show_model(model: LoadedModel) -> None:
+    """Name, version, aliases and evaluation metrics of the model that answers, in the sidebar."""
+    about = model.description
+    st.sidebar.header("Model")
+    if not about.get("version"):
+        st.sidebar.write(model.uri)
+        return
+    tags = about["tags"]
+    aliases = ", ".join(f"@{a}" for a in about["aliases"]) or "no alias"
+    st.sidebar.markdown(f"**{about['name']}** v{about['version']} ({aliases})")
+    st.sidebar.caption(f"registered {about['created']} UTC · run {about['run_id'][:8]}")
+    facts = {
+        "model": f"{tags.get('model_name', '?')} ({tags.get('model_kind', '?')})",
+        "evaluated on": f"{tags.get('protocol', '?')} / {tags.get('subset', '?')}",
+        "data version": tags.get("data_version", "?"),
+        "clip length": f"{model.clip_dur:g} s",
+    }
+    if "primary_metric" in tags:
+        value = tags.get("primary_metric_value")
+        facts[f"primary metric ({tags['primary_metric']})"] = f"{float(value):.3f}" if value else "?"
+    st.sidebar.table(pd.DataFrame({"": list(facts.values())}, index=list(facts)), hide_header=True)
+    metrics = about["metrics"]
+    rows = [
+        {"metric": label, "mean": metrics[f"{key}_mean"], "sd": metrics.get(f"{key}_sd")}
+        for key, label in METRIC_NAMES.items()
+        if f"{key}_mean" in metrics
+    ]
+    if not rows:  # no evaluation run found: the refit run's own score, if any
+        rows = [{"metric": key, "mean": value} for key, value in metrics.items() if key.startswith("cv_")]
+    if rows:
+        st.sidebar.caption(f"Evaluation on {tags.get('protocol', '?')} (mean ± sd over folds)")
+        st.sidebar.dataframe(pd.DataFrame(rows).set_index("metric"), width="stretch")
+
+
+def show_result(result: FileResult, signal: np.ndarray, rate: int) -> None:
+    """The label, the probability chart, the signal plots and, for long clips, the windows."""
+    st.subheader(f"Predicted emotion: {result.label}")
+    top = " · ".join(f"{name} {p:.0%}" for name, p in result.top())
+    st.caption(f"confidence {result.confidence:.1%} · top-3: {top} · {result.duration:.1f} s of audio")
+    probs = pd.DataFrame({"probability": result.probabilities}).rename_axis("emotion")
+    st.bar_chart(probs, y="probability", horizontal=True, sort="-probability", height=280)
+    st.pyplot(signal_figure(signal, rate))
+    if result.windows:
+        size = result.windows[0]["end"] - result.windows[0]["start"]
+        st.caption(f"Scored in {len(result.windows)} windows of {size:.1f} s; the answer is their mean")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "window": f"{w['start']:.1f}-{w['end']:.1f} s",
+                        "emotion": w["label"],
+                        "confidence": w["confidence"],
+                    }
+                    for w in result.windows
+                ]
+            ),
+            hide_index=True,
+        )
+
+
+def main() -> None:
+    """The page."""
+    st.set_page_config(page_title="Speech emotion recognition", layout="wide")
+    st.title("Speech emotion recognition")
+    st.write("Upload or record a short English utterance; the registered model names one of eight emotions.")
+    uri = st.sidebar.text_input("Model URI", DEFAULT_MODEL)
+    try:
+        model = get_model(uri)
+    except SerError as err:
+        st.error(str(err))
+        return
+    show_model(model)
+    upload, record = st.columns(2)
+    uploaded = upload.file_uploader("Upload a clip (WAV, FLAC, OGG)", type=["wav", "flac", "ogg"])
+    recorded = record.audio_input("Or record one")
+    clip = uploaded or recorded
+    if clip is None:
+        st.info("Waiting for a clip.")
+        return
+    data = clip.getvalue()
+    st.audio(data)
+    try:
+        with st.spinner("Predicting ..."):
+            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav")
+    except SerError as err:
+        st.error(str(err))
+        return
+    show_result(result, signal, rate)
+
+
+main()

@@ -96,17 +96,12 @@ def test_train_logs_every_model_registers_and_gates_the_champion(workspace, mlfl
 
 
 def test_rollback_restores_previous(mlflow_store):
-    import mlflow
-
-    mlflow.set_tracking_uri(mlflow_store)
     client = MlflowClient(mlflow_store)
     client.create_registered_model("m")
     for _ in range(2):
-        with mlflow.start_run():
-            mlflow.log_text("x", "x.txt")
-            client.create_model_version(
-                "m", mlflow.get_artifact_uri(), run_id=mlflow.active_run().info.run_id
-            )
+        run = client.create_run("0")
+        client.log_text(run.info.run_id, "x", "x.txt")
+        client.create_model_version("m", run.info.artifact_uri, run_id=run.info.run_id)
     client.set_registered_model_alias("m", CHAMPION, "2")
     client.set_registered_model_alias("m", PREVIOUS, "1")
     rollback(client, "m")

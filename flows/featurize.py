@@ -21,6 +21,7 @@ from components.metadata import build_metadata
 from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
 from flows.params import load_params
 from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR
+from flows.runners import chunk_map
 
 
 def summarize(summary: FeaturizeSummary) -> dict[str, Any]:
@@ -37,15 +38,17 @@ def summarize(summary: FeaturizeSummary) -> dict[str, Any]:
 def extract_features(
     clips: pd.DataFrame, out_dir: Path, settings: dict[str, Any], feature_sets=None, n_jobs=None
 ) -> dict[str, Any]:
-    """Extract the configured sets for ``clips`` into ``out_dir``; fail if no clip could be read."""
+    """Extract the configured sets for ``clips`` into ``out_dir``; fail if no clip could be read.
+
+    Chunks run on the ``orchestration.task_runner``: featurize's process pool or Dask.
+    """
     section = settings["featurize"]
-    summary = featurize(
-        clips,
-        out_dir,
-        feature_sets or section["feature_sets"],
-        extract_params(settings["preprocess"], section),
-        n_jobs=n_jobs or section["n_jobs"],
-    )
+    feature_sets = feature_sets or section["feature_sets"]
+    params = extract_params(settings["preprocess"], section)
+    with chunk_map(settings, feature_sets, params) as map_fn:  # None: featurize's own process pool
+        summary = featurize(
+            clips, out_dir, feature_sets, params, n_jobs=n_jobs or section["n_jobs"], map_fn=map_fn
+        )
     if summary.n_clips and len(summary.failures) == summary.n_clips:
         raise SerError(f"featurize: none of the {summary.n_clips} clips could be read: {summary.failures[0]}")
     return summarize(summary)

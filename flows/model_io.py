@@ -1,11 +1,13 @@
 """Models in and out of the MLflow store: log and register a predictor, load one, describe versions.
 
-Logging uses the very code path of the train stage (``flows.publish``: the same signature,
-input example, bundled code and pinned requirements), so a model logged here serves the same.
+Every registered model, the train stage's and wav2vec2's included, is logged through here: the
+same signature, input example, bundled code and pinned requirements, so all of them serve alike.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import tempfile
@@ -18,13 +20,57 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+import soundfile as sf
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
 
 from components.audio import to_mono
 from components.errors import SerError
+from components.ravdess import EMOTION_NAMES
 from components.serving import MODEL_CONFIG, EmotionPredictor, EmotionPyfunc
 from flows.params import load_params
+
+CODE_DIR = Path(__file__).resolve().parents[1] / "components"  # travels inside the model
+REQUIREMENTS = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "soundfile",
+    "soxr",
+    "librosa",
+    "opensmile",
+    "torch",
+)
+
+
+def signature() -> ModelSignature:
+    """Raw audio in (a path, base64 WAV/FLAC bytes, or samples and their rate); label, probabilities out."""
+    inputs = Schema(
+        [
+            ColSpec("string", "path", required=False),
+            ColSpec("string", "audio_base64", required=False),
+            ColSpec(Array("double"), "waveform", required=False),
+            ColSpec("long", "sampling_rate", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("string", "label"), ColSpec("double", "confidence")]
+        + [ColSpec("double", f"prob_{name}") for name in EMOTION_NAMES]
+    )
+    return ModelSignature(inputs, outputs)
+
+
+def input_example() -> pd.DataFrame:
+    """One second of a harmonic tone as base64 WAV bytes (a DataFrame: served as ``dataframe_split``)."""
+    t = np.arange(16_000) / 16_000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 220 * t), 16_000, format="WAV", subtype="PCM_16")
+    return pd.DataFrame({"audio_base64": [base64.b64encode(buffer.getvalue()).decode()]})
+
 
 MODEL_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 DEFAULT_CLIP_DUR = 4.0  # a model that is not an EmotionPyfunc does not say its clip length
@@ -70,8 +116,6 @@ def use_store(params_file: str | Path, required: bool = True) -> str | None:
 def log_predictor(predictor: EmotionPredictor, name: str = "model") -> str:
     """Log ``predictor`` as the raw-audio pyfunc under the active run; returns the model URI."""
     import mlflow
-
-    from flows.publish import CODE_DIR, REQUIREMENTS, input_example, signature
 
     with tempfile.TemporaryDirectory() as tmp:
         joblib.dump(predictor, Path(tmp) / "predictor.joblib")

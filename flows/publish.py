@@ -2,65 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import soundfile as sf
 from mlflow import MlflowClient
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
-from mlflow.types.schema import Array
 
 from components.evaluate import Evaluation, ModelSpec, fit_on_rows
 from components.features.sets import extract_params
 from components.protocols import actor_kfold
-from components.ravdess import EMOTION_NAMES
 from components.serving import EmotionPredictor
+from flows.model_io import log_predictor
 from flows.paths import FEATURES_DIR
 from flows.registry import Decision, promote_if_better, register
 from flows.tracking import git_commit, start_run, tracking_uri
-
-CODE_DIR = Path(__file__).resolve().parents[1] / "components"  # travels inside the model
-REQUIREMENTS = (
-    "numpy",
-    "pandas",
-    "scipy",
-    "scikit-learn",
-    "soundfile",
-    "soxr",
-    "librosa",
-    "opensmile",
-    "torch",
-)
-
-
-def signature() -> ModelSignature:
-    """Raw audio in (a path, base64 WAV/FLAC bytes, or samples and their rate); label, probabilities out."""
-    inputs = Schema(
-        [
-            ColSpec("string", "path", required=False),
-            ColSpec("string", "audio_base64", required=False),
-            ColSpec(Array("double"), "waveform", required=False),
-            ColSpec("long", "sampling_rate", required=False),
-        ]
-    )
-    outputs = Schema(
-        [ColSpec("string", "label"), ColSpec("double", "confidence")]
-        + [ColSpec("double", f"prob_{name}") for name in EMOTION_NAMES]
-    )
-    return ModelSignature(inputs, outputs)
-
-
-def input_example() -> pd.DataFrame:
-    """One second of a harmonic tone as base64 WAV bytes (a DataFrame: served as ``dataframe_split``)."""
-    t = np.arange(16_000) / 16_000
-    buffer = io.BytesIO()
-    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 220 * t), 16_000, format="WAV", subtype="PCM_16")
-    return pd.DataFrame({"audio_base64": [base64.b64encode(buffer.getvalue()).decode()]})
 
 
 def refit(spec: ModelSpec, subset_data: Any, settings: dict[str, Any]) -> Any:
@@ -87,7 +41,6 @@ def publish_best(
     """Refit ``spec``, log it as a pyfunc under a child run, register it, and gate the alias."""
     import mlflow
 
-    from flows.model_io import log_predictor
     from flows.train import prepare_data
 
     evaluate, tracking = settings["evaluate"], settings["tracking"]

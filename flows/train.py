@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 import yaml
 from prefect import flow, get_run_logger, task
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from components.dataset import Dataset, load_dataset
 from components.errors import SerError
@@ -28,6 +27,7 @@ from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, writ
 from flows.params import load_params
 from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR, PLOTS_DIR
 from flows.publish import publish_best
+from flows.runners import n_workers, task_runner
 from flows.tracking import experiment_id, git_commit, log_evaluation, start_run, tracking_uri
 
 
@@ -107,7 +107,7 @@ def train_stage(settings: dict[str, Any], features_dir: Path = FEATURES_DIR) -> 
     evaluate, train, tracking = settings["evaluate"], settings["train"], settings["tracking"]
     specs = {name: ModelSpec.from_params(name, settings[name]) for name in train["models"]}
     runs = evaluate["runs"]
-    n_threads = max(1, (os.cpu_count() or 1) // max(1, train["n_workers"]))
+    n_threads = max(1, (os.cpu_count() or 1) // max(1, n_workers(settings)))
     started = time.perf_counter()
     futures = [
         evaluate_model.with_options(retries=train["retries"]).submit(
@@ -168,7 +168,7 @@ def write_plot(best: Evaluation) -> None:
 def main() -> None:
     """Entry point of the DVC stage."""
     settings = load_params()
-    runner = ProcessPoolTaskRunner(max_workers=settings["train"]["n_workers"])
+    runner = task_runner(settings)  # orchestration.task_runner: process pool or Dask
     metrics = run_flow(train_stage.with_options(task_runner=runner), settings=settings)
     write_json(METRICS_DIR / "train.json", metrics)
 

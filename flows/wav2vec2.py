@@ -73,9 +73,9 @@ from components.wav2vec2.predict import resolve_device
 from components.wav2vec2.pretrained import PretrainedUnavailable, resolve_pretrained
 from components.wav2vec2.serving import Wav2Vec2Predictor, Wav2Vec2Pyfunc
 from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
+from flows.model_io import CODE_DIR, REQUIREMENTS, input_example, signature
 from flows.params import load_params
 from flows.paths import FEATURES_DIR, METRICS_DIR
-from flows.publish import CODE_DIR, REQUIREMENTS, input_example, signature
 from flows.registry import Decision, promote_if_better, register
 from flows.tracking import (
     experiment_id,

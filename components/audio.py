@@ -29,6 +29,10 @@ def read_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         SerError: The file is missing, empty, not audio, truncated, or holds NaN/Inf samples.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<audio bytes>")
+    # libsndfile calls an empty file "Format not recognised"; say what is wrong instead
+    empty = source == b"" if isinstance(source, bytes) else _is_empty_file(source)
+    if empty:
+        raise SerError(f"{label}: the file is empty (zero length, 0 bytes)")
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
@@ -43,6 +47,15 @@ def read_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -
     if not np.isfinite(signal).all():
         raise SerError(f"{label}: the file holds NaN or infinite samples")
     return signal, int(sampling_rate)
+
+
+def _is_empty_file(source: str | Path | BinaryIO) -> bool:
+    if not isinstance(source, (str, Path)):
+        return False
+    try:
+        return Path(source).stat().st_size == 0
+    except OSError:
+        return False  # missing or unreadable: sf.read says which
 
 
 def to_mono(signal: np.ndarray) -> np.ndarray:

@@ -195,3 +195,13 @@ def test_file_in_the_way_of_a_folder_raises_ser_error(tmp_path: Path) -> None:
     with pytest.raises(SerError, match="could not create the folder"):
         safe_extract(zip_path, tmp_path / "out")
     assert _tree(tmp_path / "out") == []
+
+
+def test_zip_bomb_is_refused_before_reading_members_in_place(tmp_path: Path, monkeypatch) -> None:
+    # validate and featurize read zip members whole into memory: they need the size guard too
+    import components.archive as archive
+
+    zip_path = _zip(tmp_path / "bomb.zip", {"Actor_01/03-01-01-01-01-01-01.wav": bytes(5_000_000)})
+    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", 1_000_000)
+    with pytest.raises(SerError, match=r"bomb\.zip: 1 audio members that would unpack to 5000000 bytes"):
+        list(iter_zip_audio(zip_path))

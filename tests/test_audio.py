@@ -64,7 +64,7 @@ def test_reads_from_bytes(tmp_path, write_wav):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"", "not a readable"),
+        (b"", "file is empty"),
         (b"RIFF\x10\x00\x00\x00WAVEfmt ", "not a readable"),
         (b"hello, this is not audio" * 10, "not a readable"),
     ],
@@ -91,3 +91,13 @@ def test_zero_length_and_nan_are_rejected(tmp_path, write_wav):
 def test_missing_file(tmp_path):
     with pytest.raises(SerError, match=r"not found|not a readable"):
         read_audio(tmp_path / "absent.wav")
+
+
+def test_read_audio_names_an_empty_file_as_empty(tmp_path):
+    # libsndfile alone says "Format not recognised" for a 0-byte file (ser predict showed that)
+    path = tmp_path / "03-01-05-01-01-01-01.wav"
+    path.write_bytes(b"")
+    with pytest.raises(SerError, match="file is empty"):
+        read_audio(path)
+    with pytest.raises(SerError, match="file is empty"):
+        read_audio(b"", name="clip.wav")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -206,3 +208,14 @@ def test_a_clip_table_from_sound_files_of_any_rate_round_trips_labels(tmp_path):
     run(clip_table(tmp_path), tmp_path / "out", ["handmade"])
     rows = pd.read_parquet(tmp_path / "out" / "handmade.parquet")
     assert rows[["actor", "emotion", "intensity", "gender"]].iloc[0].tolist() == [3, 5, 2, "male"]
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next(corpus, tmp_path):
+    out = tmp_path / "features"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".handmade.parquet.{dead.pid}.tmp"  # what a SIGKILLed run leaves
+    stale.write_bytes(b"half a table")
+    run(clip_table(corpus), out, feature_sets=["handmade"])
+    assert sorted(p.name for p in out.iterdir()) == ["handmade.parquet"]

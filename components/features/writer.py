@@ -54,6 +54,7 @@ class TableWriter:
         self._pending: list[pa.Table] = []
         self._features = pa.schema([self.schema.field(name) for name in store.feature_columns(self.schema)])
         self._tmp = out_dir / f".{self.path.name}.{os.getpid()}.tmp"
+        _remove_stale_tmp(out_dir, self.path.name)
         self._writer = pq.ParquetWriter(
             self._tmp,
             self.schema,
@@ -134,6 +135,20 @@ class TableWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _remove_stale_tmp(out_dir: Path, table_name: str) -> None:
+    """Delete temporary files a killed run left (its process is gone); a live writer's stay."""
+    for tmp in out_dir.glob(f".{table_name}.*.tmp"):
+        pid = tmp.name.removeprefix(f".{table_name}.").removesuffix(".tmp")
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a process of another user: alive
 
 
 def _reusable_ids(path: Path, schema: pa.Schema, clips: pd.DataFrame) -> set[str]:

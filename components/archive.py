@@ -60,8 +60,8 @@ def iter_zip_audio(
     declared = sum(info.file_size for _, info in members)
     if len(members) > MAX_MEMBERS or declared > MAX_TOTAL_BYTES:
         raise SerError(
-            f"{zip_path}: {len(members)} audio members that would unpack to {declared} bytes, more than "
-            f"the {MAX_MEMBERS} members or {MAX_TOTAL_BYTES} bytes allowed (a zip bomb?); refusing the archive"
+            f"{zip_path}: {len(members)} audio members that would unpack to {declared} bytes, more than the "
+            f"{MAX_MEMBERS} members or {MAX_TOTAL_BYTES} bytes allowed (a zip bomb?); refusing the archive"
         )
     for parts, info in members:
         yield "/".join(parts), info

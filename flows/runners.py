@@ -40,7 +40,7 @@ def n_workers(settings: Mapping[str, Any]) -> int:
 
 def local_cluster_kwargs(n_workers: int) -> dict[str, Any]:
     """A LocalCluster of single-threaded worker processes: the extractors and models are CPU-bound."""
-    return {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    return {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
 
 
 def task_runner(settings: Mapping[str, Any]) -> Any:

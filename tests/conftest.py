@@ -94,6 +94,22 @@ def mlflow_store(tmp_path, mlflow_template, monkeypatch) -> str:
     return uri
 
 
+def wait_until_up(url: str, process, log_path: Path, timeout: float = 120.0) -> None:
+    """Poll ``url`` until it answers; fail with the server's log if it exits or times out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError as err:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up:\n{log_path.read_text()}") from err
+            time.sleep(0.5)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
@@ -109,8 +125,6 @@ def mlflow_server(tmp_path, mlflow_template, monkeypatch) -> Iterator[str]:
     import shutil
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     shutil.copy(mlflow_template, tmp_path / "server.db")
     port = free_port()
@@ -132,16 +146,7 @@ def mlflow_server(tmp_path, mlflow_template, monkeypatch) -> Iterator[str]:
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError as err:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log_text = (tmp_path / "server.log").read_text()
-                    raise RuntimeError(f"mlflow server did not start:\n{log_text}") from err
-                time.sleep(0.5)
+        wait_until_up(f"{url}/health", server, tmp_path / "server.log")
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.chdir(tmp_path)
         yield url

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app as cli
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until_up
 from tests.test_predict import MODEL_NAME, registered_store  # noqa: F401
 from tests.test_serving import stop_tree
 
@@ -50,15 +49,7 @@ def demo_app(registered_store, tmp_path) -> Iterator[str]:  # noqa: F811
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                        break
-                except OSError as err:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the app did not start:\n{log_path.read_text()}") from err
-                    time.sleep(0.5)
+            wait_until_up(f"{url}/_stcore/health", process, log_path)
             yield url
         finally:
             stop_tree(process.pid)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from components.errors import SerError
 from components.serving import SERVING_FLAG, EmotionPyfunc, decode_row
-from tests.conftest import free_port, tone
+from tests.conftest import free_port, tone, wait_until_up
 from tests.test_predict import MODEL_NAME, fit_tiny_predictor, registered_store  # noqa: F401
 
 SERVE_CONFIG = {"max_audio_dur": 12.0}  # overrides the logged 30 s, to check that overrides reach the model
@@ -93,15 +92,7 @@ def server(registered_store, tmp_path_factory) -> Iterator[str]:  # noqa: F811
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                        break
-                except OSError as err:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"model server did not start:\n{log_path.read_text()}") from err
-                    time.sleep(0.5)
+            wait_until_up(f"{url}/ping", process, log_path, timeout=180)
             yield url
         finally:
             stop_tree(process.pid)

@@ -175,3 +175,24 @@ def demo_features(tmp_path_factory) -> Path:
     extract = extract_params(params["preprocess"], params["featurize"])
     featurize(clips, root / "data" / "features", ["handmade", "logmel"], extract, n_jobs=2, progress=False)
     return root
+
+
+@pytest.fixture
+def hf_offline(monkeypatch) -> Iterator[None]:
+    """The Hugging Face hub is unreachable, and torch uses one thread (the machine is shared)."""
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory) -> str:
+    """A tiny randomly initialised wav2vec2 checkpoint folder: the stand-in for real weights."""
+    from components.wav2vec2.pretrained import save_tiny_checkpoint
+
+    return str(save_tiny_checkpoint(tmp_path_factory.mktemp("w2v") / "tiny", n_layers=2, hidden_size=32))

@@ -27,26 +27,13 @@ from components.wav2vec2.embed import (
 )
 from components.wav2vec2.finetune import FinetuneSettings, finetune, predict_proba, settings_from
 from components.wav2vec2.model import build_classifier, collate, length_batches
-from components.wav2vec2.pretrained import PretrainedUnavailable, resolve_pretrained, save_tiny_checkpoint
+from components.wav2vec2.pretrained import PretrainedUnavailable, resolve_pretrained
 from tests.conftest import ROOT, tone
 
 SR = 16_000
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test may reach the hub; one thread, as the machine is shared."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(save_tiny_checkpoint(tmp_path_factory.mktemp("w2v") / "tiny", n_layers=2, hidden_size=32))
+pytestmark = pytest.mark.usefixtures("hf_offline")  # no test may reach the hub
 
 
 def tones(n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
@@ -65,13 +52,13 @@ def tiny_settings(**overrides):
     return settings_from("tuned", {**base, **overrides})
 
 
-def fresh_model(tiny: str, settings, n_classes: int = 2):
+def fresh_model(tiny_wav2vec2: str, settings, n_classes: int = 2):
     torch.manual_seed(settings.seed)
-    return build_classifier(tiny, n_classes, **settings.model_options())
+    return build_classifier(tiny_wav2vec2, n_classes, **settings.model_options())
 
 
-def test_resolve_pretrained_takes_a_folder_or_a_cached_id(tiny, tmp_path):
-    assert resolve_pretrained(tiny) == tiny
+def test_resolve_pretrained_takes_a_folder_or_a_cached_id(tiny_wav2vec2, tmp_path):
+    assert resolve_pretrained(tiny_wav2vec2) == tiny_wav2vec2
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "cache" / "models--acme--tiny-w2v"
     (repo / "refs").mkdir(parents=True)
@@ -79,7 +66,7 @@ def test_resolve_pretrained_takes_a_folder_or_a_cached_id(tiny, tmp_path):
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
-        (snapshot / name).write_bytes((Path(tiny) / name).read_bytes())
+        (snapshot / name).write_bytes((Path(tiny_wav2vec2) / name).read_bytes())
     assert resolve_pretrained("acme/tiny-w2v", cache_dir=tmp_path / "cache") == str(snapshot)
 
 
@@ -135,13 +122,13 @@ def test_collate_pads_to_the_longest_clip_and_matches_the_feature_extractor():
     assert length_batches([5, 3, 5, 4], batch_size=3) == [[1, 3, 0], [2]]
 
 
-def test_build_classifier_options(tiny):
-    plain = build_classifier(tiny, 8, weighted_layer_sum=False, freeze_feature_encoder=False)
+def test_build_classifier_options(tiny_wav2vec2):
+    plain = build_classifier(tiny_wav2vec2, 8, weighted_layer_sum=False, freeze_feature_encoder=False)
     assert plain.config.id2label[0] == "neutral" and plain.config.id2label[7] == "surprised"
     assert all(p.requires_grad for p in plain.parameters())
 
     model = build_classifier(
-        tiny, 8, weighted_layer_sum=True, freeze_feature_encoder=True, gradient_checkpointing=True
+        tiny_wav2vec2, 8, weighted_layer_sum=True, freeze_feature_encoder=True, gradient_checkpointing=True
     )
     # transformers 5 leaves layer_weights uninitialised when loading: they must come out uniform
     assert torch.allclose(model.layer_weights, torch.full((3,), 1 / 3))
@@ -154,13 +141,13 @@ def test_build_classifier_options(tiny):
     model(values, attention_mask=mask).logits.sum().backward()
     assert model.layer_weights.grad is not None
     with pytest.raises(SerError, match="2 to 8"):
-        build_classifier(tiny, 9)
+        build_classifier(tiny_wav2vec2, 9)
 
 
-def test_weighted_layer_sum_trains_with_a_layerdrop_config(tiny):
+def test_weighted_layer_sum_trains_with_a_layerdrop_config(tiny_wav2vec2):
     from transformers import Wav2Vec2Config
 
-    config = Wav2Vec2Config.from_pretrained(tiny)
+    config = Wav2Vec2Config.from_pretrained(tiny_wav2vec2)
     config.layerdrop = 0.9  # wav2vec2-base has LayerDrop on; a dropped layer used to lose its hidden state
     model = build_classifier(config, 8, weighted_layer_sum=True, freeze_feature_encoder=True).train()
     values, mask = collate(tones(2)[0], max_dur=None)
@@ -168,10 +155,10 @@ def test_weighted_layer_sum_trains_with_a_layerdrop_config(tiny):
         model(values, attention_mask=mask).logits.sum().backward()
 
 
-def test_finetune_learns_two_tones(tiny):
+def test_finetune_learns_two_tones(tiny_wav2vec2):
     waves, labels = tones(12)
     settings = tiny_settings(epochs=4)
-    model = fresh_model(tiny, settings)
+    model = fresh_model(tiny_wav2vec2, settings)
     result = finetune(model, (waves[:8], labels[:8]), (waves[8:], labels[8:]), settings)
     losses = result.history["train_loss"]
     assert losses[-1] < losses[0] and result.epochs_run == 4
@@ -202,24 +189,24 @@ def scores(history: dict[str, list[float]]) -> dict[str, list[float]]:
 
 
 @pytest.mark.parametrize("where", ["epoch", "step"])
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, where):
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tiny_wav2vec2, tmp_path, where):
     waves, labels = tones(16)
     train, val = (waves[:12], labels[:12]), (waves[12:], labels[12:])
     settings = tiny_settings(save_every_steps=1 if where == "step" else 0)
-    whole = fresh_model(tiny, settings)
+    whole = fresh_model(tiny_wav2vec2, settings)
     expected = finetune(whole, train, val, settings, checkpoint_dir=tmp_path / "whole")
 
     def stop_after_first_epoch(epoch, metrics):
         raise KeyboardInterrupt
 
-    model = fresh_model(tiny, settings)
+    model = fresh_model(tiny_wav2vec2, settings)
     with pytest.raises(KeyboardInterrupt):
         if where == "epoch":
             finetune(model, train, val, settings, tmp_path / "cut", log=stop_after_first_epoch)
         else:  # mid-epoch 2, after its first optimizer step was checkpointed
             finetune(model, (Interrupting(train[0], after=12 + 6), train[1]), val, settings, tmp_path / "cut")
     logged = []
-    model = fresh_model(tiny, settings)
+    model = fresh_model(tiny_wav2vec2, settings)
     result = finetune(
         model, train, val, settings, tmp_path / "cut", log=lambda epoch, _: logged.append(epoch)
     )
@@ -227,19 +214,19 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, 
     assert scores(result.history) == scores(expected.history) and result.best_epoch == expected.best_epoch
     for name, tensor in whole.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
-    again = finetune(fresh_model(tiny, settings), train, val, settings, tmp_path / "cut")
+    again = finetune(fresh_model(tiny_wav2vec2, settings), train, val, settings, tmp_path / "cut")
     assert again.resumed_from == 3 and scores(again.history) == scores(expected.history)  # nothing to do
     with pytest.raises(SerError, match="other lr"):
-        finetune(fresh_model(tiny, settings), train, val, tiny_settings(lr=5e-4), tmp_path / "cut")
+        finetune(fresh_model(tiny_wav2vec2, settings), train, val, tiny_settings(lr=5e-4), tmp_path / "cut")
 
 
-def test_embeddings_cover_every_layer_and_do_not_depend_on_the_batch(tiny):
+def test_embeddings_cover_every_layer_and_do_not_depend_on_the_batch(tiny_wav2vec2):
     waves = [tone(dur=0.5, freq=f, seed=i) for i, f in enumerate((150.0, 1500.0, 150.0))]
     waves.append(tone(dur=0.6, seed=9))
-    encoder = load_encoder(tiny)
+    encoder = load_encoder(tiny_wav2vec2)
     mean = extract_embeddings(encoder, waves, batch_size=4)
     assert mean.shape == (4, 3, 32) and mean.dtype == np.float32 and np.isfinite(mean).all()
-    np.testing.assert_array_equal(mean, extract_embeddings(tiny, waves, batch_size=4))
+    np.testing.assert_array_equal(mean, extract_embeddings(tiny_wav2vec2, waves, batch_size=4))
     alone = extract_embeddings(encoder, waves[:1], batch_size=1)
     np.testing.assert_allclose(alone[0], mean[0], atol=1e-5)
     stats = extract_embeddings(encoder, waves, batch_size=2, pooling="stats")
@@ -249,9 +236,9 @@ def test_embeddings_cover_every_layer_and_do_not_depend_on_the_batch(tiny):
         extract_embeddings(encoder, waves, pooling="max")
 
 
-def test_an_embedding_head_beats_chance_and_embeddings_round_trip(tiny, tmp_path):
+def test_an_embedding_head_beats_chance_and_embeddings_round_trip(tiny_wav2vec2, tmp_path):
     waves, labels = tones(20, seed=3)
-    embeddings = extract_embeddings(tiny, waves, batch_size=8)
+    embeddings = extract_embeddings(tiny_wav2vec2, waves, batch_size=8)
     for kind, layer in (("logreg", "all"), ("logreg", -1), ("mlp", "mean")):
         head = fit_embedding_head(embeddings[:14], labels[:14], kind=kind, layer=layer)
         assert np.mean(head.predict(embeddings[14:]) == labels[14:]) >= 0.8, (kind, layer)

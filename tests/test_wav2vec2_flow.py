@@ -29,20 +29,7 @@ from tests.conftest import ROOT
 MISSING = "ser-tests/no-such-wav2vec2"  # an id no cache holds
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test may reach the hub; one thread, as the machine is shared."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(save_tiny_checkpoint(tmp_path_factory.mktemp("w2v") / "tiny", n_layers=2, hidden_size=32))
+pytestmark = pytest.mark.usefixtures("hf_offline")  # no test may reach the hub
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +138,11 @@ def test_the_stage_command_skips_with_exit_0_and_fails_in_one_line_when_required
 
 
 def test_embed_mode_caches_embeddings_scores_registers_and_serves(
-    workspace, waveforms, tiny, mlflow_store, monkeypatch
+    workspace, waveforms, tiny_wav2vec2, mlflow_store, monkeypatch
 ):
     import flows.wav2vec2 as stage
 
-    settings = stage_settings(tiny, mode="embed")
+    settings = stage_settings(tiny_wav2vec2, mode="embed")
     real, calls = stage.extract_embeddings, []
 
     def interrupted_after_one_chunk(*args, **kwargs):
@@ -214,9 +201,9 @@ def test_embed_mode_caches_embeddings_scores_registers_and_serves(
     assert abs(sum(prediction[f"prob_{name}"] for name in EMOTION_NAMES) - 1) < 1e-4
 
 
-def test_finetune_mode_trains_logs_epochs_and_resumes(workspace, waveforms, tiny, mlflow_store):
+def test_finetune_mode_trains_logs_epochs_and_resumes(workspace, waveforms, tiny_wav2vec2, mlflow_store):
     overrides = {"max_dur": 0.5, "lr": 1e-3, "eval_batch_size": 8, "patience": 5}
-    settings = stage_settings(tiny, mode="finetune", epochs=2, batch_size=4, overrides=overrides)
+    settings = stage_settings(tiny_wav2vec2, mode="finetune", epochs=2, batch_size=4, overrides=overrides)
     settings["evaluate"].update(runs=[{"protocol": "holdout", "subset": "all"}], test_actors=[4])
     first = run_stage(settings, waveforms)
     assert first["status"] == "ok" and first["best"]["model"] == "wav2vec2-finetune"

@@ -8,6 +8,7 @@ is unchanged, and it copies only files that differ, so ``data/raw`` keeps its DV
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from components import synth, synth_voice
 from components.archive import safe_extract
 from components.errors import SerError
 from components.fetch import fetch_ravdess
@@ -76,8 +78,14 @@ def ingest(params: dict[str, Any], raw_dir: Path = RAW_DIR) -> dict[str, Any]:
 
 
 def source_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The settings whose change must re-run ingest."""
-    return {key: params[key] for key in ("demo_actors", "demo_seed", "max_extract_bytes")}
+    """The settings whose change must re-run ingest; for the demo corpus, the synthesiser's code too."""
+    settings = {key: params[key] for key in ("demo_actors", "demo_seed", "max_extract_bytes")}
+    if params["source"] == "demo":
+        code = hashlib.sha256()
+        for module in (synth, synth_voice):
+            code.update(Path(module.__file__).read_bytes())
+        settings["synth_code"] = code.hexdigest()
+    return settings
 
 
 def main() -> None:

@@ -97,3 +97,16 @@ def test_changing_a_featurize_param_reruns_only_featurize(clone):
     metrics = json.loads((clone / "metrics/featurize.json").read_text())
     assert metrics["sets"]["handmade"]["n_extracted"] == N_CLIPS
     assert metrics["sets"]["logmel"]["n_reused"] == N_CLIPS  # n_mfcc does not touch log-mels
+
+
+def test_demo_fingerprint_follows_the_synthesiser_code(monkeypatch, tmp_path):
+    from components import synth_voice
+    from flows.ingest import source_settings
+
+    params = {"source": "demo", "demo_actors": 8, "demo_seed": 0, "max_extract_bytes": 1}
+    before = source_settings(params)
+    edited = tmp_path / "synth_voice.py"
+    edited.write_text(Path(synth_voice.__file__).read_text() + "\n# changed\n")
+    monkeypatch.setattr(synth_voice, "__file__", str(edited))
+    assert source_settings(params) != before
+    assert "synth_code" not in source_settings({**params, "source": "/some/folder"})

@@ -19,6 +19,7 @@ from components.features.sets import extract_params
 from components.featurize import FeaturizeSummary, featurize
 from components.metadata import build_metadata
 from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
+from flows.locks import hold_lock
 from flows.params import load_params
 from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR
 from flows.runners import chunk_map
@@ -40,12 +41,13 @@ def extract_features(
 ) -> dict[str, Any]:
     """Extract the configured sets for ``clips`` into ``out_dir``; fail if no clip could be read.
 
-    Chunks run on the ``orchestration.task_runner``: featurize's process pool or Dask.
+    Chunks run on the ``orchestration.task_runner``: featurize's process pool or Dask. One run
+    at a time writes ``out_dir``: a second one refuses with a message naming the first.
     """
     section = settings["featurize"]
     feature_sets = feature_sets or section["feature_sets"]
     params = extract_params(settings["preprocess"], section)
-    with chunk_map(settings, feature_sets, params) as map_fn:  # None: featurize's own process pool
+    with hold_lock(out_dir, "featurize"), chunk_map(settings, feature_sets, params) as map_fn:
         summary = featurize(
             clips, out_dir, feature_sets, params, n_jobs=n_jobs or section["n_jobs"], map_fn=map_fn
         )
@@ -74,14 +76,16 @@ def featurize_data(
     data: Path, out: Path, settings: dict[str, Any], feature_sets=None, n_jobs=None
 ) -> dict[str, Any]:
     """Featurize a folder or zip directly (outside DVC): every readable RAVDESS clip in it."""
-    clips, _ = build_metadata(discover(data), silence_dbfs=settings["validate"]["silence_dbfs"])
-    return extract_features(clips, Path(out), settings, feature_sets, n_jobs)
+    with hold_lock(out, "featurize"):  # refuse before reading the clips, not after
+        clips, _ = build_metadata(discover(data), silence_dbfs=settings["validate"]["silence_dbfs"])
+        return extract_features(clips, Path(out), settings, feature_sets, n_jobs)
 
 
 def main() -> None:
     """Entry point of the DVC stage."""
-    metrics = run_flow(featurize_stage, settings=load_params())
-    write_json(METRICS_DIR / "featurize.json", metrics)
+    with hold_lock(FEATURES_DIR, "featurize"):  # before Prefect starts: a second run refuses at once
+        metrics = run_flow(featurize_stage, settings=load_params())
+        write_json(METRICS_DIR / "featurize.json", metrics)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from components.protocols import actor_kfold
 from components.serving import EmotionPredictor
 from flows.model_io import log_predictor
 from flows.paths import FEATURES_DIR
-from flows.registry import Decision, promote_if_better, register
+from flows.registry import Decision, promote_if_better, register, registry_lock
 from flows.tracking import git_commit, start_run, tracking_uri
 
 
@@ -72,10 +72,12 @@ def publish_best(
     with mlflow.start_run(run_id=run):
         model_uri = log_predictor(predictor)
         mlflow.log_metric(f"cv_{metric}", score)
-    version = register(client, tracking["model_name"], model_uri, run, tags)
     fresh = {spec_kind(r, settings): r.summary[f"{metric}_mean"] for r in primary}
     comparable = {k: tags[k] for k in ("data_version", "protocol", "subset", "primary_metric")}
-    return promote_if_better(client, tracking["model_name"], version, score, comparable, fresh)
+    # One critical section from registering to moving the alias: another run waits for it.
+    with registry_lock(client, f"publishing {spec.name}"):
+        version = register(client, tracking["model_name"], model_uri, run, tags)
+        return promote_if_better(client, tracking["model_name"], version, score, comparable, fresh)
 
 
 def spec_kind(result: Evaluation, settings: dict[str, Any]) -> str:

@@ -24,11 +24,14 @@ from components.evaluate import Evaluation, ModelSpec, evaluate_splits
 from components.metrics import confusion_pairs, format_table
 from components.protocols import make_splits, select_subset
 from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, write_text
+from flows.locks import hold_lock
 from flows.params import load_params
 from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR, PLOTS_DIR
 from flows.publish import publish_best
 from flows.runners import n_workers, task_runner
 from flows.tracking import experiment_id, git_commit, log_evaluation, start_run, tracking_uri
+
+TRAIN_METRICS = METRICS_DIR / "train.json"
 
 
 def protocol_settings(protocol: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +103,17 @@ def results_table(results: list[Evaluation], metric: str) -> list[dict[str, Any]
 @flow(name="train")
 @fail_cleanly
 def train_stage(settings: dict[str, Any], features_dir: Path = FEATURES_DIR) -> dict[str, Any]:
-    """Train and score every configured model concurrently, log to MLflow, publish the best."""
+    """Train and score every configured model concurrently, log to MLflow, publish the best.
+
+    One run at a time: a second one (``dvc repro``, ``python -m flows.train``, a retrain flow)
+    refuses with a message naming the first, which holds the lock on ``metrics/train.json``.
+    """
+    with hold_lock(TRAIN_METRICS, "train"):
+        return train_and_publish(settings, features_dir)
+
+
+def train_and_publish(settings: dict[str, Any], features_dir: Path) -> dict[str, Any]:
+    """The body of :func:`train_stage`, run under its lock."""
     from mlflow import MlflowClient
 
     logger = get_run_logger()
@@ -169,8 +182,9 @@ def main() -> None:
     """Entry point of the DVC stage."""
     settings = load_params()
     runner = task_runner(settings)  # orchestration.task_runner: process pool or Dask
-    metrics = run_flow(train_stage.with_options(task_runner=runner), settings=settings)
-    write_json(METRICS_DIR / "train.json", metrics)
+    with hold_lock(TRAIN_METRICS, "train"):  # before Prefect starts: a second run refuses at once
+        metrics = run_flow(train_stage.with_options(task_runner=runner), settings=settings)
+        write_json(TRAIN_METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 Run with ``make app`` (Streamlit on http://127.0.0.1:8501). The model is the registered
 ``models:/ravdess-emotion@champion`` of the project's MLflow store (``MLFLOW_TRACKING_URI``
 overrides ``tracking.tracking_uri``); scoring is exactly ``ser predict``'s, long clips in windows.
+An upload the model cannot score (empty, not audio, truncated header, NaN/Inf samples, over the
+REST server's 30 s / 10 MB per clip, silent) gets a one-line error on the page, never a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -18,12 +21,57 @@ from matplotlib.figure import Figure
 
 from components.audio import read_audio, to_mono
 from components.errors import SerError
+from components.metadata import describe_signal
+from components.serving import MAX_AUDIO_BYTES, MAX_AUDIO_DUR
 from flows.model_io import LoadedModel, load_model, use_store
+from flows.params import load_params
 from flows.paths import PARAMS_FILE
 from flows.predict import FileResult, predict_files, set_torch_threads
 
 DEFAULT_MODEL = os.environ.get("SER_MODEL_URI", "models:/ravdess-emotion@champion")
 METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro F1", "weighted_f1": "weighted F1"}
+SILENCE = {"silence_dbfs": -60.0, "max_silent_share": 0.98}  # validate's defaults when params.yaml is absent
+logger = logging.getLogger(__name__)
+
+
+def silence_settings() -> dict[str, float]:
+    """What counts as a silent clip: ``validate.silence_dbfs`` and ``validate.max_silent_share``."""
+    if not PARAMS_FILE.is_file():
+        return SILENCE
+    section = load_params(PARAMS_FILE)["validate"]
+    return {key: float(section[key]) for key in SILENCE}
+
+
+def check_upload(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """The upload's samples and rate, or a ``SerError`` saying why it cannot be scored.
+
+    The same limits as the REST server (``components.serving``: 10 MB and 30 s per clip; longer
+    recordings go to ``ser predict --windows``), the same reader as ``ser predict`` (empty, not
+    audio, truncated header, NaN/Inf samples), and validate's silence test: a silent clip has no
+    emotion to find, and a model would still name one with high confidence.
+    """
+    if len(data) > MAX_AUDIO_BYTES:
+        raise SerError(
+            f"{name}: {len(data) / 1e6:.1f} MB is over the limit of {MAX_AUDIO_BYTES / 1e6:g} MB per clip; "
+            "cut it, or score long recordings with `ser predict --windows`"
+        )
+    signal, rate = read_audio(data, name=name)
+    dur = len(signal) / rate
+    if dur > MAX_AUDIO_DUR:
+        raise SerError(
+            f"{name}: {dur:.1f} s of audio is over the limit of {MAX_AUDIO_DUR:g} s per clip; "
+            "cut it, or score long recordings with `ser predict --windows`"
+        )
+    limits = silence_settings()
+    stats = describe_signal(signal, rate, limits["silence_dbfs"])
+    if stats["peak"] == 0.0 or stats["silent_share"] > limits["max_silent_share"]:
+        level = (
+            "every sample is zero"
+            if stats["peak"] == 0.0
+            else (f"{stats['silent_share']:.0%} of it is below {limits['silence_dbfs']:g} dBFS")
+        )
+        raise SerError(f"{name}: the clip is silent ({level}); record or upload one with speech in it")
+    return signal, rate
 
 
 @st.cache_resource(show_spinner="Loading the model from MLflow ...")
@@ -35,12 +83,16 @@ def get_model(uri: str) -> LoadedModel:
 
 
 def predict_bytes(model: LoadedModel, data: bytes, name: str) -> tuple[FileResult, np.ndarray, int]:
-    """Score an uploaded file as ``ser predict`` would; also return its samples for the plots."""
+    """Score an uploaded file as ``ser predict`` would; also return its samples for the plots.
+
+    Raises:
+        SerError: The upload cannot be scored (see :func:`check_upload`) or the model failed on it.
+    """
+    signal, rate = check_upload(data, name)
     suffix = Path(name).suffix or ".wav"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"clip{suffix}"
         path.write_bytes(data)
-        signal, rate = read_audio(path, name=name)
         (result,) = predict_files([path], model.predict_signals, model.clip_dur, progress=False)
     if result.error:
         raise SerError(result.error.replace(str(path), name))
@@ -151,7 +203,12 @@ def main() -> None:
     except SerError as err:
         st.error(str(err))
         return
+    except Exception as err:  # a page must not crash: the message here, the traceback in the server log
+        logger.exception("scoring %s failed", clip.name)
+        st.error(f"{clip.name}: could not be scored ({type(err).__name__}: {err})")
+        return
     show_result(result, signal, rate)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs the page as __main__; tests import its functions
+    main()

@@ -1,4 +1,5 @@
-"""The web demo in a real headless Chromium: upload a WAV, read the label, compare with ``ser predict``."""
+"""The web demo: bad uploads get a one-line error (Streamlit's AppTest, in-process), and in a real
+headless Chromium an upload shows the label ``ser predict`` gives."""
 
 from __future__ import annotations
 
@@ -24,7 +25,73 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = ROOT / "reports" / "app.png"
 
-pytestmark = pytest.mark.slow
+
+def wav_bytes(signal, sampling_rate: int = 16_000, subtype: str = "PCM_16") -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, signal, sampling_rate, subtype=subtype, format="WAV")
+    return buffer.getvalue()
+
+
+def bad_uploads() -> dict[str, tuple[bytes, str]]:
+    """Upload name → (bytes, what the error must say): the inputs ``ser predict`` and the server refuse."""
+    import numpy as np
+
+    from tests.conftest import tone
+
+    good = wav_bytes(tone(3.0))
+    corrupt = bytearray(good)
+    corrupt[8:16] = b"JUNKJUNK"
+    nan, inf = tone(3.0), tone(3.0)
+    nan[100:200], inf[50] = np.nan, np.inf
+    quiet = (1e-5 * np.random.default_rng(0).standard_normal(48_000)).astype(np.float32)  # -100 dBFS
+    return {
+        "truncated.wav": (good[:30], "not a readable WAV/FLAC file"),
+        "corrupt.wav": (bytes(corrupt), "not a readable WAV/FLAC file"),
+        "empty.wav": (b"", "the file is empty"),
+        "page.wav": (b"<html>not audio</html>\n" * 40, "not a readable WAV/FLAC file"),
+        "nan.wav": (wav_bytes(nan, subtype="FLOAT"), "NaN or infinite samples"),
+        "inf.wav": (wav_bytes(inf, subtype="FLOAT"), "NaN or infinite samples"),
+        "long.wav": (wav_bytes(tone(31.0, sampling_rate=8_000), 8_000), "over the limit of 30 s"),
+        "big.wav": (bytes(10_000_001), "over the limit of 10 MB"),
+        "zeros.wav": (wav_bytes(np.zeros(48_000, np.float32)), "silent (every sample is zero)"),
+        "quiet.wav": (wav_bytes(quiet), "silent (100% of it is below -60 dBFS)"),
+    }
+
+
+@pytest.fixture
+def page(registered_store, monkeypatch):  # noqa: F811
+    """The demo page run in-process by Streamlit's AppTest over the test store, waiting for a clip."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{registered_store / 'mlflow.db'}")
+    monkeypatch.chdir(ROOT)  # params.yaml: the silence settings
+    app = AppTest.from_file(str(ROOT / "app" / "demo.py"), default_timeout=120).run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.info[0].value == "Waiting for a clip."
+    yield app
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
+def test_bad_uploads_get_a_one_line_error_and_a_good_one_a_label(page):
+    from tests.conftest import tone
+
+    for name, (data, expected) in bad_uploads().items():
+        page.file_uploader[0].set_value((name, data, "audio/wav")).run()
+        assert not page.exception, f"{name}: {page.exception}"
+        errors = [e.value for e in page.error]
+        assert len(errors) == 1 and errors[0].startswith(f"{name}: "), (name, errors)
+        assert expected in errors[0], (name, errors)
+        assert "\n" not in errors[0] and "Traceback" not in errors[0]
+        assert not [h for h in page.subheader if h.value.startswith("Predicted emotion")]
+    page.file_uploader[0].set_value(("good.wav", wav_bytes(tone(3.0)), "audio/wav")).run()
+    assert not page.exception and not page.error
+    assert page.subheader[0].value.startswith("Predicted emotion: ")
 
 
 @pytest.fixture
@@ -96,6 +163,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.slow
 def test_upload_shows_the_same_emotion_as_ser_predict(
     demo_app,
     browser,

@@ -20,6 +20,7 @@ Usage: ``python benchmarks/reliability.py [--trials 3] [--seed 0] [--keep DIR]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,7 +330,580 @@ def kill_and_resume(data: Path, root: Path, n_trials: int, seed: int, sets: str)
     return {"reference_s": round(reference["seconds"], 1), "trials": trials}
 
 
-def run_trial(root: Path, n_trials: int = 3, seed: int = 0, sets: str = "handmade,logmel") -> dict:
+TRAIN_TIMING_KEYS = ("seconds", "train_seconds")  # wall times: the only part of train.json that may differ
+
+
+def tiny_train_params() -> dict:
+    """params.yaml shrunk for a 4-actor corpus: rf, logreg and a small CNN, 4 folds, one protocol."""
+    from flows.params import load_params
+
+    params = load_params(PARAMS)
+    params["train"].update(models=["rf", "logreg", "cnn"], n_workers=2, retries=0)
+    params["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=4, n_val_actors=1)
+    for name in ("rf", "logreg"):
+        params[name]["features"] = ["handmade"]
+    params["rf"]["n_estimators"] = 50
+    params["cnn"].update(epochs=3, n_filters=16)
+    return params
+
+
+def train_workspace(folder: Path, n_actors: int = 4) -> Path:
+    """A project folder the ``train`` stage runs in (as ``dvc repro`` runs it): a demo corpus
+    validated and featurized, a small ``params.yaml``, and an MLflow store whose registry already
+    has a ``champion`` (a placeholder version scored 0 on the same data and protocol, so every
+    finished run promotes its model and a killed one must not)."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from components.discover import discover
+    from components.features.sets import extract_params
+    from components.featurize import featurize
+    from components.metadata import build_metadata
+    from components.synth import write_corpus
+    from flows.registry import CHAMPION
+
+    params = tiny_train_params()
+    write_corpus(folder / "data" / "raw", n_actors=n_actors, seed=0, n_jobs=2)
+    clips, _ = build_metadata(discover(folder / "data" / "raw"), silence_dbfs=-60.0)
+    (folder / "data" / "metadata").mkdir(parents=True)
+    clips.to_parquet(folder / "data" / "metadata" / "clips.parquet")
+    extract = extract_params(params["preprocess"], params["featurize"])
+    featurize(clips, folder / "data" / "features", ["handmade", "logmel"], extract, n_jobs=2, progress=False)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    hashes = clips.sort_values("clip_id")["content_hash"]
+    version = "clips:" + hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]  # flows.train.data_version
+    (folder / "mlflow").mkdir()
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
+    name = params["tracking"]["model_name"]
+    client.create_registered_model(name)
+    tags = {"data_version": version, "protocol": "actor-kfold", "subset": "all", "primary_metric": "uar"}
+    tags |= {"primary_metric_value": "0.0", "model_kind": "placeholder"}
+    seed = client.create_model_version(name, (folder / "placeholder").as_uri(), tags=tags)
+    client.set_registered_model_alias(name, CHAMPION, seed.version)
+    return folder
+
+
+def stage_env(root: Path) -> dict[str, str]:
+    """The environment of a stage command: this checkout importable, a private Prefect home, offline."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    env |= {"PYTHONPATH": str(ROOT), "PREFECT_HOME": str(root / "prefect-home"), "HF_HUB_OFFLINE": "1"}
+    return env | {
+        "TRANSFORMERS_OFFLINE": "1",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def run_stage(stage: str, folder: Path, env: dict[str, str], timeout: float = 1200) -> dict:
+    """``python -m flows.STAGE`` in ``folder`` (dvc.yaml's command), to completion."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", f"flows.{stage}"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return {
+        "rc": done.returncode,
+        "output": done.stdout + done.stderr,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def start_stage(stage: str, folder: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``python -m flows.STAGE`` in ``folder``, in the background, in its own process group."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", f"flows.{stage}"],
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the kill reaches the Prefect server and the worker processes too
+        )
+
+
+def kill_group(process: subprocess.Popen) -> bool:
+    """SIGKILL a process and everything it started; whether it was still running."""
+    alive = process.poll() is None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return alive
+
+
+def without_timings(value):
+    """``value`` with wall-time entries removed (they differ between any two runs)."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TRAIN_TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def registry_state(folder: Path) -> dict:
+    """Aliases, versions and runs left in a workspace's MLflow store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
+    name = tiny_train_params()["tracking"]["model_name"]
+    versions = client.search_model_versions(f"name='{name}'")
+    aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, max_results=5000) if experiments else []
+    return {
+        "aliases": aliases,
+        "versions": sorted(int(v.version) for v in versions),
+        "running": sum(r.info.status == "RUNNING" for r in runs),
+    }
+
+
+def champion_predictions(folder: Path, clips: list[Path]) -> np.ndarray:
+    """Probabilities the workspace's ``champion`` gives some clips, loaded as a user loads it."""
+    import mlflow
+
+    name = tiny_train_params()["tracking"]["model_name"]
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        table = model.predict(pd.DataFrame({"path": [str(c) for c in clips]}))
+    finally:
+        mlflow.set_tracking_uri(None)
+    return table[[c for c in table.columns if c.startswith("prob_")]].to_numpy()
+
+
+def loadable_versions(folder: Path, skip: set[int]) -> tuple[int, int]:
+    """``(loadable, registered)`` over the registered versions not in ``skip``: no version may point
+    at a partly written model."""
+    import mlflow
+
+    name = tiny_train_params()["tracking"]["model_name"]
+    versions = [v for v in registry_state(folder)["versions"] if v not in skip]
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
+    loaded = 0
+    try:
+        for version in versions:
+            with contextlib.suppress(Exception):
+                mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+                loaded += 1
+    finally:
+        mlflow.set_tracking_uri(None)
+    return loaded, len(versions)
+
+
+def stray_files(folder: Path) -> list[str]:
+    """Temporary or lock files left in the stage's output folders."""
+    found = []
+    for sub in ("metrics", "plots", "data"):
+        for path in (folder / sub).glob("**/.*"):
+            if path.is_file():
+                found.append(os.path.relpath(path, folder))
+    return sorted(found)
+
+
+TRAIN_PHASES = (  # (name, log line that starts it, most seconds to wait after the line)
+    ("training", "Beginning flow run", 20.0),
+    ("refit and publish", "trained ", 8.0),
+)
+
+
+def wait_for_line(log: Path, marker: str, process: subprocess.Popen, timeout: float = 900) -> None:
+    """Wait until ``marker`` appears in a running process's log (or it ends)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if marker in log.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+
+
+def train_kill_and_resume(root: Path, n_trials: int, seed: int) -> dict:
+    """SIGKILL ``python -m flows.train`` at random times, re-run it, compare with an uninterrupted run.
+
+    Identical: the re-run's ``metrics/train.json`` (wall times aside) and ``plots/confusion.csv``
+    equal the uninterrupted run's, and its ``champion`` gives the same probabilities, bit for bit.
+    """
+    import shutil
+
+    base = train_workspace(root / "train-base")
+    env = stage_env(root)
+    reference_dir = root / "train-reference"
+    shutil.copytree(base, reference_dir)
+    reference = run_stage("train", reference_dir, env)
+    if reference["rc"] != 0:
+        raise RuntimeError(f"uninterrupted train failed:\n{reference['output'][-3000:]}")
+    expected = without_timings(json.loads((reference_dir / "metrics" / "train.json").read_text()))
+    expected_plot = (reference_dir / "plots" / "confusion.csv").read_bytes()
+    clips = sorted((base / "data" / "raw").rglob("*.wav"))[::40]
+    expected_proba = champion_predictions(reference_dir, clips)
+    seed_version = int(registry_state(base)["aliases"]["champion"])
+    rng = random.Random(seed)
+    trials = []
+    for index in range(n_trials):
+        folder = root / f"train-trial-{index}"
+        shutil.copytree(base, folder)
+        # Even trials die while models train, odd ones while the best is refit, logged and registered.
+        phase = TRAIN_PHASES[index % len(TRAIN_PHASES)]
+        log = root / f"train-trial-{index}.log"
+        process = start_stage("train", folder, env, log)
+        started = time.perf_counter()
+        wait_for_line(log, phase[1], process)
+        time.sleep(rng.uniform(0.0, phase[2]))
+        delay = time.perf_counter() - started
+        killed = kill_group(process)
+        after_kill = registry_state(folder)
+        resumed = run_stage("train", folder, env)
+        metrics_path = folder / "metrics" / "train.json"
+        got = without_timings(json.loads(metrics_path.read_text())) if metrics_path.exists() else None
+        same_metrics = (
+            got is not None and got["results"] == expected["results"] and got["best"] == expected["best"]
+        )
+        same_plot = (folder / "plots" / "confusion.csv").read_bytes() == expected_plot
+        proba = champion_predictions(folder, clips) if resumed["rc"] == 0 else None
+        same_model = proba is not None and np.array_equal(proba, expected_proba)
+        loaded, registered = loadable_versions(folder, {seed_version})
+        final = registry_state(folder)
+        trials.append(
+            {
+                "delay_s": round(delay, 1),
+                "phase": phase[0],
+                "killed": killed,
+                "champion_after_kill": after_kill["aliases"].get("champion"),
+                "champion_kept": after_kill["aliases"].get("champion") == str(seed_version),
+                "versions_after_kill": len(after_kill["versions"]) - 1,
+                "resumed_rc": resumed["rc"],
+                "same_metrics": same_metrics,
+                "same_plot": same_plot,
+                "same_model": same_model,
+                "identical": resumed["rc"] == 0 and same_metrics and same_plot and same_model,
+                "champion_final": final["aliases"].get("champion"),
+                "previous_final": final["aliases"].get("previous"),
+                "loadable": f"{loaded}/{registered}",
+                "runs_left_running": final["running"],
+                "stray_files": stray_files(folder),
+            }
+        )
+    return {"reference_s": round(reference["seconds"], 1), "trials": trials}
+
+
+FINETUNE_OVERRIDES = {"max_dur": 0.5, "lr": 1e-3, "eval_batch_size": 8, "patience": 5}  # tests' tiny run
+
+
+def finetune_workspace(folder: Path, corpus: Path) -> Path:
+    """A project folder for ``python -m flows.wav2vec2`` in fine-tuning mode on CPU: a tiny randomly
+    initialised wav2vec2 (nothing downloaded), one speech take per emotion and actor of ``corpus``
+    (32 clips of 4 actors) as the waveform table, 4 actor folds and a refit, 3 epochs each."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from components.discover import discover
+    from components.features.sets import extract_params
+    from components.featurize import featurize
+    from components.metadata import build_metadata
+    from components.wav2vec2.pretrained import save_tiny_checkpoint
+    from flows.params import load_params
+
+    params = load_params(PARAMS)
+    clips, _ = build_metadata(discover(corpus), silence_dbfs=-60.0)
+    first = (clips["vocal_channel"] == 1) & (clips["intensity"] == 1)
+    chosen = clips[first & (clips["statement"] == 1) & (clips["repetition"] == 1)]
+    extract = extract_params(params["preprocess"], params["featurize"])
+    featurize(chosen, folder / "data" / "features", ["waveform"], extract, n_jobs=1, progress=False)
+    tiny = save_tiny_checkpoint(folder / "tiny-wav2vec2", n_layers=2, hidden_size=32)
+    params["wav2vec2"].update(pretrained=str(tiny), mode="finetune", device="cpu", epochs=3, batch_size=4)
+    params["wav2vec2"]["overrides"] = FINETUNE_OVERRIDES
+    params["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=4, n_val_actors=1)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "mlflow").mkdir()
+    MlflowClient(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}").search_experiments()  # migrated once
+    return folder
+
+
+def checkpoint_events(folder: Path, seen: set) -> int:
+    """New ``last.pt`` writes since ``seen`` (each write replaces the file: a new inode and mtime)."""
+    new = 0
+    for path in (folder / "data" / "checkpoints" / "wav2vec2").glob("*/last.pt"):
+        with contextlib.suppress(FileNotFoundError):
+            stat = path.stat()
+            key = (str(path), stat.st_ino, stat.st_mtime_ns)
+            if key not in seen:
+                seen.add(key)
+                new += 1
+    return new
+
+
+def checkpoint_weights(folder: Path) -> dict[str, dict]:
+    """The best-epoch weights of every fold's checkpoint folder."""
+    import torch
+
+    return {
+        path.parent.name: torch.load(path, map_location="cpu", weights_only=True)["model"]
+        for path in sorted((folder / "data" / "checkpoints" / "wav2vec2").glob("*/best.pt"))
+    }
+
+
+def same_weights(left: dict[str, dict], right: dict[str, dict]) -> bool:
+    import torch
+
+    return left.keys() == right.keys() and all(
+        left[fold].keys() == right[fold].keys()
+        and all(torch.equal(left[fold][name], right[fold][name]) for name in left[fold])
+        for fold in left
+    )
+
+
+def finetune_kill_and_resume(root: Path, corpus: Path, n_trials: int, seed: int) -> dict:
+    """SIGKILL ``python -m flows.wav2vec2`` (fine-tuning on CPU) right after its k-th checkpoint
+    write, re-run it, and compare with an uninterrupted run.
+
+    Identical: the same results table (test metrics of every fold), the same best epoch of every
+    fold and bit-identical best-epoch weights in every fold's ``best.pt``.
+    """
+    import shutil
+
+    base = finetune_workspace(root / "finetune-base", corpus)
+    env = stage_env(root)
+    reference_dir = root / "finetune-reference"
+    shutil.copytree(base, reference_dir)
+    reference = run_stage("wav2vec2", reference_dir, env)
+    if reference["rc"] != 0:
+        raise RuntimeError(f"uninterrupted fine-tuning failed:\n{reference['output'][-3000:]}")
+    expected = without_timings(json.loads((reference_dir / "metrics" / "wav2vec2.json").read_text()))
+    expected_weights = checkpoint_weights(reference_dir)
+    n_events = len(expected["finetune"]["folds"]) * 3  # 3 epochs a fold
+    rng = random.Random(seed)
+    trials = []
+    for index in range(n_trials):
+        folder = root / f"finetune-trial-{index}"
+        shutil.copytree(base, folder)
+        target = rng.randint(1, n_events - 1)
+        process = start_stage("wav2vec2", folder, env, root / f"finetune-trial-{index}.log")
+        seen: set = set()
+        written, started = 0, time.perf_counter()
+        while written < target and process.poll() is None and time.perf_counter() - started < 900:
+            written += checkpoint_events(folder, seen)
+            time.sleep(0.02)
+        killed = kill_group(process)
+        epochs_saved = {
+            path.parent.name: int(torch_load_epoch(path))
+            for path in (folder / "data" / "checkpoints" / "wav2vec2").glob("*/last.pt")
+        }
+        resumed = run_stage("wav2vec2", folder, env)
+        metrics_path = folder / "metrics" / "wav2vec2.json"
+        got = without_timings(json.loads(metrics_path.read_text())) if metrics_path.exists() else {}
+        folds = {f["fold"]: f for f in got.get("finetune", {}).get("folds", [])}
+        resumed_at = {
+            name: f["resumed_from"] for name, f in folds.items() if 0 < f["resumed_from"] < f["epochs_run"]
+        }
+        same_results = got.get("results") == expected["results"]
+        same_epochs = [
+            (f["fold"], f["best_epoch"], f["epochs_run"]) for f in expected["finetune"]["folds"]
+        ] == [(name, f["best_epoch"], f["epochs_run"]) for name, f in folds.items()]
+        weights = same_weights(checkpoint_weights(folder), expected_weights)
+        trials.append(
+            {
+                "after_checkpoint": target,
+                "killed": killed,
+                "epochs_saved": epochs_saved,
+                "resumed_at": resumed_at,
+                "finished_before": sorted(
+                    n for n, f in folds.items() if f["resumed_from"] == f["epochs_run"]
+                ),
+                "resumed_rc": resumed["rc"],
+                "same_results": same_results,
+                "same_epochs": same_epochs,
+                "same_weights": weights,
+                "identical": resumed["rc"] == 0 and same_results and same_epochs and weights,
+            }
+        )
+    return {"reference_s": round(reference["seconds"], 1), "n_checkpoints": n_events, "trials": trials}
+
+
+def torch_load_epoch(path: Path) -> int:
+    """The epochs a ``last.pt`` had completed (-1 when unreadable)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:
+        return -1
+
+
+def run_together(commands: list[tuple[list[str], Path, dict[str, str]]], timeout: float = 1800) -> list[dict]:
+    """Start every command at once; each one's exit status, output and wall time."""
+    processes = []
+    for index, (command, cwd, env) in enumerate(commands):
+        log = cwd.parent / f".together-{cwd.name}-{index}.log"
+        with log.open("w") as out:
+            processes.append(
+                (subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT), log)
+            )
+    started, results = time.perf_counter(), []
+    for process, log in processes:
+        try:
+            rc = process.wait(timeout=max(1.0, timeout - (time.perf_counter() - started)))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            rc = process.wait()
+        results.append(
+            {"rc": rc, "output": log.read_text(), "seconds": round(time.perf_counter() - started, 1)}
+        )
+        log.unlink()
+    return results
+
+
+def message_line(output: str) -> str:
+    """The line a refused run ends with (``error: ...`` or DVC's ``ERROR: ...``)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip().lower().startswith("error")]
+    return lines[0] if lines else (output.strip().splitlines() or [""])[-1]
+
+
+def sqlite_integrity(path: Path) -> str:
+    """``PRAGMA integrity_check`` of a SQLite file (``ok`` when sound)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        return ";".join(row[0] for row in connection.execute("PRAGMA integrity_check"))
+
+
+def outcome(runs: list[dict]) -> dict:
+    """Which of two runs started together finished, and what the other said."""
+    finished = [r for r in runs if r["rc"] == 0]
+    refused = [r for r in runs if r["rc"] != 0]
+    return {
+        "rcs": [r["rc"] for r in runs],
+        "seconds": [r["seconds"] for r in runs],
+        "one_finished": len(finished) == 1,
+        "message": message_line(refused[0]["output"]) if refused else "(both finished)",
+        "refused_after_s": refused[0]["seconds"] if refused else None,
+        "traceback": any("Traceback" in r["output"] for r in runs),
+    }
+
+
+def concurrent_featurize(data: Path, root: Path, sets: str) -> dict:
+    """Two ``ser featurize DATA --out OUT`` at once; the survivor's tables against a single run's."""
+    out = root / "features" / "concurrent"
+    base = [
+        "featurize",
+        str(data),
+        "--sets",
+        sets,
+        "--n-jobs",
+        "2",
+        "--params",
+        str(PARAMS),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "flows.cli", *base]
+    runs = run_together([(command, root / "work", env), (command, root / "work", env)])
+    expected = read_tables(root / "features" / "reference")
+    tables = read_tables(out)
+    same = tables.keys() == expected.keys() and all(tables[n].equals(expected[n]) for n in expected)
+    return {
+        **outcome(runs),
+        "identical": same,
+        "leftovers": sorted(p.name for p in out.iterdir() if p.name not in expected),
+    }
+
+
+def concurrent_train(root: Path) -> dict:
+    """Two ``python -m flows.train`` at once in one workspace; the survivor against the single run."""
+    import shutil
+
+    folder = root / "train-concurrent"
+    shutil.copytree(root / "train-base", folder)
+    env = stage_env(root)
+    command = [sys.executable, "-m", "flows.train"]
+    runs = run_together([(command, folder, env), (command, folder, env)])
+    expected = without_timings(json.loads((root / "train-reference" / "metrics" / "train.json").read_text()))
+    got = without_timings(json.loads((folder / "metrics" / "train.json").read_text()))
+    state = registry_state(folder)
+    return {
+        **outcome(runs),
+        "identical": all(got[k] == expected[k] for k in ("results", "best")),
+        "integrity": sqlite_integrity(folder / "mlflow" / "mlflow.db"),
+        "versions": len(state["versions"]) - 1,
+        "champion": state["aliases"].get("champion"),
+        "stray_files": stray_files(folder),
+    }
+
+
+def concurrent_dvc_repro(root: Path) -> dict:
+    """Two ``dvc repro train`` at once on a fresh clone of this repository (a 4-actor demo corpus,
+    small models); then ``dvc status``, ``dvc data status`` and the MLflow store's integrity."""
+    import yaml
+
+    clone = root / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    params = tiny_train_params()
+    params["ingest"]["demo_actors"] = 4
+    params["featurize"]["feature_sets"] = ["handmade", "logmel"]
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in stage_env(root).items() if k != "PYTHONPATH"}  # the clone's own code
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    runs = run_together([([*dvc, "repro", "train"], clone, env), ([*dvc, "repro", "train"], clone, env)])
+
+    def dvc_says(*args: str) -> str:
+        done = subprocess.run([*dvc, *args], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+        return " ".join((done.stdout + done.stderr).split()) or f"(no output, exit {done.returncode})"
+
+    store = clone / "mlflow" / "mlflow.db"
+    return {
+        **outcome(runs),
+        "status": dvc_says("status"),
+        "data_status": dvc_says("data", "status"),
+        "integrity": sqlite_integrity(store) if store.exists() else "no store",
+        "repro_again": dvc_says("repro", "train").split(". ")[-1][:160],
+    }
+
+
+def demo_outcomes(cases: list[Case], uri: str) -> dict[str, dict]:
+    """Upload each bad file to the web demo (``app/demo.py`` run in-process by Streamlit's AppTest)."""
+    from streamlit.testing.v1 import AppTest
+
+    cwd, before = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(ROOT)  # the page reads params.yaml from the project root, as `make app` runs it
+    outcomes = {}
+    try:
+        app = AppTest.from_file(str(ROOT / "app" / "demo.py"), default_timeout=600).run()
+        for case in cases:
+            app.file_uploader[0].set_value((case.path.name, case.path.read_bytes(), "audio/wav")).run()
+            errors = [e.value for e in app.error]
+            labels = [h.value for h in app.subheader if h.value.startswith("Predicted emotion: ")]
+            if app.exception:
+                text = f"crash: {app.exception[0].value}"
+            elif errors:
+                text = "error: " + errors[0].removeprefix(f"{case.path.name}: ")
+            else:
+                text = labels[0].removeprefix("Predicted emotion: ") if labels else "nothing shown"
+            clear = not app.exception and (
+                (len(errors) == 1 and "\n" not in errors[0] and case.expect != "accept")
+                or (labels and not errors)
+            )
+            outcomes[case.name] = {"text": text, "clear": bool(clear), "crash": bool(app.exception)}
+    finally:
+        os.chdir(cwd)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    return outcomes
+
+
+def run_trial(
+    root: Path,
+    n_trials: int = 3,
+    seed: int = 0,
+    sets: str = "handmade,logmel",
+    train_trials: int = 3,
+    finetune_trials: int = 3,
+    concurrency: bool = True,
+) -> dict:
     """Build every case under ``root``, run the commands on them, return what happened."""
     from components.synth import write_corpus
 
@@ -406,11 +981,30 @@ def run_trial(root: Path, n_trials: int = 3, seed: int = 0, sets: str = "handmad
             "crash": "Traceback" in good["output"],
         }
     )
+    demo = demo_outcomes([c for c in cases if c.kind == "file"], uri)
+    for row in rows:
+        found = demo.get(row["case"])
+        row["demo"] = found["text"] if found else "–"
+        row["clear"] = row["clear"] and (found is None or found["clear"])
+        row["crash"] = row["crash"] or bool(found and found["crash"])
     raw_after = {**hash_tree(data), **hash_tree(zips)}
     changed = sorted(p for p in raw_before if raw_after.get(p) != raw_before[p])
     new = sorted(p for p in list_tree(root) - tree_before if p.split(os.sep)[0] not in OUTPUT_DIRS)
     resume = kill_and_resume(data / "good", root, n_trials, seed, sets)
+    train = train_kill_and_resume(root, train_trials, seed) if train_trials or concurrency else None
+    corpus = root / "train-base" / "data" / "raw"
+    finetune = finetune_kill_and_resume(root, corpus, finetune_trials, seed) if finetune_trials else None
+    concurrent = None
+    if concurrency:
+        concurrent = {
+            "featurize": concurrent_featurize(data / "good", root, sets),
+            "train": concurrent_train(root),
+            "dvc repro": concurrent_dvc_repro(root),
+        }
     return {
+        "train_resume": train,
+        "finetune_resume": finetune,
+        "concurrent": concurrent,
         "rows": rows,
         "validate_all": {k: runs["all"][k] for k in ("rc", "seconds")},
         "validate_all_tail": runs["all"]["output"].strip().splitlines()[-1],
@@ -428,57 +1022,178 @@ def format_report(trial: dict) -> str:
     yes = lambda flag: "yes" if flag else "no"  # noqa: E731
     clear = sum(r["clear"] for r in rows)
     crashes = sum(r["crash"] for r in rows)
-    trials = trial["resume"]["trials"]
-    identical = sum(t["identical"] for t in trials)
     cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    resumes = {"featurize": trial["resume"]["trials"]}
+    for key, name in (("train_resume", "train"), ("finetune_resume", "fine-tune")):
+        if trial.get(key):
+            resumes[name] = trial[key]["trials"]
+    identical = ", ".join(
+        f"{name} {sum(t['identical'] for t in ts)}/{len(ts)}" for name, ts in resumes.items()
+    )
+    concurrent = trial.get("concurrent") or {}
+    concurrency = ""
+    if concurrent:
+        good = sum(
+            c["one_finished"] and c["identical"] if "identical" in c else c["one_finished"]
+            for c in concurrent.values()
+        )
+        concurrency = (
+            f", concurrent runs: {good}/{len(concurrent)} with one run finishing and the other refused"
+        )
     lines = [
-        "# Reliability: bad inputs, raw-data immutability, kill and resume",
+        "# Reliability: bad inputs, raw-data immutability, kill and resume, concurrent runs",
         "",
         "Produced by `python benchmarks/reliability.py`; every input is built in a temporary folder.",
         "Validate: one `ser validate DATA --out OUT` over a one-actor demo corpus (104 good clips) plus",
         "every bad file under `DATA/suspect/` (zips validated one by one). Predict: one `ser predict` of",
-        "every bad input with a logistic regression registered in a temporary MLflow store.",
+        "every bad input with a logistic regression registered in a temporary MLflow store. Web demo:",
+        "each bad file uploaded to `app/demo.py` (run by Streamlit's AppTest) with the same model.",
         "Clear message: the expected outcome (rejected with a specific reason naming the file, or",
         "accepted for valid formats), no traceback.",
         "",
         f"**Summary: {clear}/{len(rows)} cases handled with a clear message, {crashes} crashes, "
         f"{len(trial['raw_changed'])} of {trial['raw_files']} raw files changed, "
         f"{len(trial['written_outside'])} paths written outside the output folders, "
-        f"kill-and-resume identical {identical}/{len(trials)}.**",
+        f"kill-and-resume identical: {identical}{concurrency}.**",
         "",
-        "| case | what happened (validate) | what happened (predict) | clear message | crash |",
-        "|---|---|---|---|---|",
+        "| case | what happened (validate) | what happened (predict) | what happened (web demo) "
+        "| clear message | crash |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {cell(r['case'])} | {cell(r['validate'])} | {cell(r['predict'])} "
-            f"| {yes(r['clear'])} | {yes(r['crash'])} |"
+            f"| {cell(r.get('demo', '–'))} | {yes(r['clear'])} | {yes(r['crash'])} |"
         )
     lines += [
         "",
         f"`ser validate` over all files: exit {trial['validate_all']['rc']} in "
         f"{trial['validate_all']['seconds']:.1f} s; last line: {cell(trial['validate_all_tail'])}",
-        f"`ser predict` over all bad inputs: exit {trial['predict_rc']}.",
+        f"`ser predict` over all bad inputs: exit {trial['predict_rc']}. `ser predict` and the REST server",
+        "score silent clips (the REST server refuses more than 30 s or 10 MB a clip; `ser predict` windows",
+        "long recordings); the web demo refuses silent clips, and clips over the REST server's limits.",
         f"Raw files changed: {trial['raw_changed'] or 'none'}. Written outside the output folders: "
         f"{trial['written_outside'] or 'nothing'}.",
         "",
-        f"## Kill and resume (`ser featurize`, uninterrupted run {trial['resume']['reference_s']} s)",
+        f"## Kill and resume: `ser featurize` (uninterrupted run {trial['resume']['reference_s']} s)",
         "",
         "| trial | SIGKILL after (s) | killed | files after the kill | resumed tables equal | same bytes "
         "| leftovers |",
         "|---|---|---|---|---|---|---|",
     ]
-    for index, t in enumerate(trials):
+    for index, t in enumerate(trial["resume"]["trials"]):
         lines.append(
             f"| {index} | {t['delay_s']} | {yes(t['killed'])} | {', '.join(t['after_kill']) or '–'} | "
             f"{yes(t['identical'])} | {yes(t['same_bytes'])} | {', '.join(t['leftovers']) or 'none'} |"
         )
+    if trial.get("train_resume"):
+        lines += format_train_resume(trial["train_resume"], yes)
+    if trial.get("finetune_resume"):
+        lines += format_finetune_resume(trial["finetune_resume"], yes)
+    if concurrent:
+        lines += format_concurrent(concurrent, yes, cell)
     return "\n".join(lines) + "\n"
+
+
+def format_train_resume(result: dict, yes) -> list[str]:
+    lines = [
+        "",
+        f"## Kill and resume: `python -m flows.train` (uninterrupted run {result['reference_s']} s)",
+        "",
+        "A 4-actor demo corpus (416 clips; rf, logreg and a small CNN, 4 actor folds, a refit), run as",
+        "`dvc repro` runs the stage (`python -m flows.train` in the project folder), killed with SIGKILL",
+        "(its process group: Prefect server and worker processes too) at a random time, then run again.",
+        "Each trial starts from a store whose `champion` is a placeholder scored 0 on the same data, so a",
+        "finished run always promotes its model. Identical: `metrics/train.json` (wall times aside) and",
+        "`plots/confusion.csv` equal the uninterrupted run's, and the new champion gives bit-identical",
+        "probabilities on 11 clips. Loadable: registered versions (the placeholder aside) that load.",
+        "",
+        "| trial | SIGKILL after (s), while | killed | champion after the kill "
+        "| versions registered by the killed run | resumed: metrics / plot / model identical "
+        "| champion, previous at the end | loadable "
+        "| runs left RUNNING | stray files |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for index, t in enumerate(result["trials"]):
+        kept = "placeholder (unchanged)" if t["champion_kept"] else f"v{t['champion_after_kill']}"
+        same = f"{yes(t['same_metrics'])} / {yes(t['same_plot'])} / {yes(t['same_model'])}"
+        lines.append(
+            f"| {index} | {t['delay_s']}, {t['phase']} | {yes(t['killed'])} | {kept} "
+            f"| {t['versions_after_kill']} | {same} "
+            f"| v{t['champion_final']}, v{t['previous_final']} | {t['loadable']} | {t['runs_left_running']} "
+            f"| {', '.join(t['stray_files']) or 'none'} |"
+        )
+    return lines
+
+
+def format_finetune_resume(result: dict, yes) -> list[str]:
+    lines = [
+        "",
+        f"## Kill and resume: wav2vec2 fine-tuning (uninterrupted run {result['reference_s']} s)",
+        "",
+        "`python -m flows.wav2vec2` with `mode: finetune`, `device: cpu`, a tiny randomly initialised",
+        "wav2vec2 (2 layers, nothing downloaded), 32 clips, 4 actor folds and the refit, 3 epochs each",
+        f"({result['n_checkpoints']} checkpoint writes), killed with SIGKILL right after its k-th `last.pt`",
+        "write, then run again. Resumed at: the folds the re-run continued and the epoch it continued",
+        "from (`resumed_from`, also an MLflow metric of the fold run). Identical: the same results table,",
+        "the same best epoch of every fold and bit-identical best-epoch weights in every `best.pt`.",
+        "",
+        "| trial | killed after checkpoint | killed | epochs in `last.pt` at the kill | resumed at "
+        "| results / best epochs / weights identical |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, t in enumerate(result["trials"]):
+        saved = ", ".join(f"{k}: {v}" for k, v in sorted(t["epochs_saved"].items())) or "–"
+        resumed = (
+            ", ".join(f"{k} from epoch {v}" for k, v in sorted(t["resumed_at"].items())) or "(between folds)"
+        )
+        same = f"{yes(t['same_results'])} / {yes(t['same_epochs'])} / {yes(t['same_weights'])}"
+        lines.append(
+            f"| {index} | {t['after_checkpoint']} | {yes(t['killed'])} | {saved} | {resumed} | {same} |"
+        )
+    return lines
+
+
+def format_concurrent(concurrent: dict, yes, cell) -> list[str]:
+    lines = [
+        "",
+        "## Concurrent runs",
+        "",
+        "Two runs of the same command started at the same moment on one workspace. The project's own",
+        "entry points take a workspace lock (`flows/locks.py`: `fcntl.flock` on a file beside the output,",
+        "released by the kernel when the holder dies); `dvc repro` has DVC's lock. Identical: the",
+        "survivor's outputs equal a single run's. Integrity: `PRAGMA integrity_check` of the MLflow store.",
+        "",
+        "| runs | exit codes | one finished | what the other printed | refused after (s) "
+        "| survivor identical | store integrity | after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in concurrent.items():
+        after = {
+            "featurize": lambda c: f"leftovers: {', '.join(c['leftovers']) or 'none'}",
+            "train": lambda c: (
+                f"{c['versions']} version registered, champion v{c['champion']}; "
+                f"stray files: {', '.join(c['stray_files']) or 'none'}"
+            ),
+            "dvc repro": lambda c: (
+                f"`dvc status`: {c['status']}; `dvc data status`: {c['data_status']}; "
+                f"`dvc repro train` again: {c['repro_again']}"
+            ),
+        }[name](c)
+        lines.append(
+            f"| two `{name}` | {', '.join(map(str, c['rcs']))} | {yes(c['one_finished'])} "
+            f"| {cell(c['message'])} | {c['refused_after_s']} | {yes(c.get('identical', True))} "
+            f"| {c.get('integrity', '–')} | {cell(after)} |"
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=3, help="kill-and-resume trials")
+    parser.add_argument("--trials", type=int, default=3, help="featurize kill-and-resume trials")
+    parser.add_argument("--train-trials", type=int, default=3, help="train kill-and-resume trials")
+    parser.add_argument("--finetune-trials", type=int, default=3, help="fine-tuning kill-and-resume trials")
+    parser.add_argument("--no-concurrency", action="store_true", help="skip the concurrent-run trials")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp folder)")
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "reliability.md")
@@ -486,7 +1201,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ser-reliability-") as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        trial = run_trial(root.resolve(), args.trials, args.seed)
+        trial = run_trial(
+            root.resolve(),
+            args.trials,
+            args.seed,
+            train_trials=args.train_trials,
+            finetune_trials=args.finetune_trials,
+            concurrency=not args.no_concurrency,
+        )
     report = format_report(trial)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)

@@ -634,16 +634,19 @@ def checkpoint_events(folder: Path, seen: set) -> int:
 
 
 def checkpoint_weights(folder: Path) -> dict[str, dict]:
-    """The best-epoch weights of every fold's checkpoint folder."""
+    """Every fold's final weights (``last.pt``) and best-epoch weights (``best.pt``)."""
     import torch
 
-    return {
-        path.parent.name: torch.load(path, map_location="cpu", weights_only=True)["model"]
-        for path in sorted((folder / "data" / "checkpoints" / "wav2vec2").glob("*/best.pt"))
-    }
+    weights = {}
+    for path in sorted((folder / "data" / "checkpoints" / "wav2vec2").glob("*/*.pt")):
+        weights[f"{path.parent.name}/{path.name}"] = torch.load(path, map_location="cpu", weights_only=True)[
+            "model"
+        ]
+    return weights
 
 
 def same_weights(left: dict[str, dict], right: dict[str, dict]) -> bool:
+    """Whether two :func:`checkpoint_weights` hold the same tensors, bit for bit."""
     import torch
 
     return left.keys() == right.keys() and all(
@@ -658,7 +661,7 @@ def finetune_kill_and_resume(root: Path, corpus: Path, n_trials: int, seed: int)
     write, re-run it, and compare with an uninterrupted run.
 
     Identical: the same results table (test metrics of every fold), the same best epoch of every
-    fold and bit-identical best-epoch weights in every fold's ``best.pt``.
+    fold, and bit-identical weights in every fold's ``last.pt`` (after the last epoch) and ``best.pt``.
     """
     import shutil
 
@@ -1136,7 +1139,8 @@ def format_finetune_resume(result: dict, yes) -> list[str]:
         f"({result['n_checkpoints']} checkpoint writes), killed with SIGKILL right after its k-th `last.pt`",
         "write, then run again. Resumed at: the folds the re-run continued and the epoch it continued",
         "from (`resumed_from`, also an MLflow metric of the fold run). Identical: the same results table,",
-        "the same best epoch of every fold and bit-identical best-epoch weights in every `best.pt`.",
+        "the same best epoch of every fold, and bit-identical weights in every fold's `last.pt` (after",
+        "its last epoch) and `best.pt`. (The tiny random model stays near chance: the weights are the test.)",
         "",
         "| trial | killed after checkpoint | killed | epochs in `last.pt` at the kill | resumed at "
         "| results / best epochs / weights identical |",

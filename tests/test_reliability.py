@@ -72,3 +72,34 @@ def test_killed_featurize_resumes_to_identical_tables(tmp_path, reliability):
     assert trial["identical"], trial
     assert trial["same_bytes"], trial
     assert not [name for name in trial["leftovers"] if not name.startswith(".")], trial
+
+
+@pytest.mark.slow
+def test_killed_train_runs_resume_to_identical_results_and_never_leave_a_broken_champion(
+    tmp_path, reliability
+):
+    """One kill while models train, one while the best is refit and registered (``python -m flows.train``)."""
+    result = reliability.train_kill_and_resume(tmp_path, n_trials=2, seed=0)
+    for trial in result["trials"]:
+        assert trial["identical"], trial
+        loaded, registered = map(int, trial["loadable"].split("/"))
+        assert loaded == registered, trial  # no registered version points at a partly written model
+        if not trial["champion_kept"]:  # moved only by a run that had finished registering its model
+            assert trial["champion_after_kill"] == trial["champion_final"], trial
+        assert trial["previous_final"] == "1", trial  # the placeholder it replaced can be rolled back to
+        assert trial["stray_files"] == [], trial
+
+
+@pytest.mark.slow
+def test_killed_fine_tuning_resumes_from_its_last_checkpoint_to_identical_weights(
+    tmp_path, reliability, demo_features
+):
+    result = reliability.finetune_kill_and_resume(
+        tmp_path, demo_features / "data" / "raw", n_trials=1, seed=0
+    )
+    (trial,) = result["trials"]
+    assert trial["killed"], trial
+    assert trial["identical"], trial
+    # the fold killed mid-way continued from the epoch its last.pt holds
+    for fold, epoch in trial["resumed_at"].items():
+        assert trial["epochs_saved"][fold] == epoch, trial

@@ -8,13 +8,24 @@ file, bad names, a song clip with emotion 07, a duplicated clip id, a symlink lo
 and ``ser predict`` (subprocesses, a tiny logistic regression registered in a temporary
 MLflow store) did, whether the message names the file and its problem, and whether a
 traceback appeared. It hashes every raw file before and after (none may change) and lists
-the temporary tree (nothing may appear outside the output folders). Finally it SIGKILLs
-``ser featurize`` at random times, re-runs it to completion and compares the Parquet tables
-with an uninterrupted run's.
+the temporary tree (nothing may appear outside the output folders), and uploads every bad file
+to the web demo (``app/demo.py`` through Streamlit's AppTest).
 
-Writes ``reports/reliability.md`` and prints it.
+Kill and resume: it SIGKILLs ``ser featurize`` at random times, ``python -m flows.train`` (as
+``dvc repro`` runs it, on a 4-actor demo corpus) while models train or while the best one is
+registered, and ``python -m flows.wav2vec2`` fine-tuning a tiny random wav2vec2 on CPU right
+after a checkpoint write; each is re-run to completion and compared with an uninterrupted run
+(tables, metrics, the champion's predictions, checkpoint weights, the registry's aliases).
 
-Usage: ``python benchmarks/reliability.py [--trials 3] [--seed 0] [--keep DIR]``
+Concurrent runs: two ``ser featurize`` on one output folder, two ``python -m flows.train`` in
+one workspace and two ``dvc repro train`` on a fresh clone, each pair started at once: one must
+finish with the single run's outputs, the other stop with a one-line message; the MLflow store
+must pass ``PRAGMA integrity_check`` and ``dvc status`` must be clean.
+
+Writes ``reports/reliability.md`` and prints it (about 30 min on 2 busy cores).
+
+Usage: ``python benchmarks/reliability.py [--trials 3] [--train-trials 3] [--finetune-trials 3]
+[--no-concurrency] [--seed 0] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -742,24 +754,35 @@ def run_together(commands: list[tuple[list[str], Path, dict[str, str]]], timeout
             processes.append(
                 (subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT), log)
             )
-    started, results = time.perf_counter(), []
-    for process, log in processes:
-        try:
-            rc = process.wait(timeout=max(1.0, timeout - (time.perf_counter() - started)))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            rc = process.wait()
+    started, ended = time.perf_counter(), {}
+    while len(ended) < len(processes):
+        for index, (process, _) in enumerate(processes):
+            if index not in ended and process.poll() is not None:
+                ended[index] = time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            for index, (process, _) in enumerate(processes):
+                if index not in ended:
+                    process.kill()
+                    process.wait()
+                    ended[index] = timeout
+        time.sleep(0.05)
+    results = []
+    for index, (process, log) in enumerate(processes):
         results.append(
-            {"rc": rc, "output": log.read_text(), "seconds": round(time.perf_counter() - started, 1)}
+            {"rc": process.returncode, "output": log.read_text(), "seconds": round(ended[index], 1)}
         )
         log.unlink()
     return results
 
 
 def message_line(output: str) -> str:
-    """The line a refused run ends with (``error: ...`` or DVC's ``ERROR: ...``)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip().lower().startswith("error")]
-    return lines[0] if lines else (output.strip().splitlines() or [""])[-1]
+    """What a refused run said: its ``error: ...`` line (DVC's ``ERROR: ...`` with the lines naming
+    the blocking process)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.lower().startswith("error"):
+            return " ".join(lines[index : index + (2 if line.endswith(":") else 1)])
+    return lines[-1] if lines else ""
 
 
 def sqlite_integrity(path: Path) -> str:
@@ -855,12 +878,15 @@ def concurrent_dvc_repro(root: Path) -> dict:
         return " ".join((done.stdout + done.stderr).split()) or f"(no output, exit {done.returncode})"
 
     store = clone / "mlflow" / "mlflow.db"
+    data_status = dvc_says("data", "status")
+    again = dvc_says("repro", "train")
     return {
         **outcome(runs),
-        "status": dvc_says("status"),
-        "data_status": dvc_says("data", "status"),
+        "status": dvc_says("status", "train"),  # ingest is always_changed: it is listed by design
+        "data_status": data_status,
+        "workspace_matches_cache": "uncommitted" not in data_status and "not in cache" not in data_status,
         "integrity": sqlite_integrity(store) if store.exists() else "no store",
-        "repro_again": dvc_says("repro", "train").split(". ")[-1][:160],
+        "skipped_again": re.findall(r"Stage '(\w+)' didn't change, skipping", again),
     }
 
 
@@ -1180,8 +1206,9 @@ def format_concurrent(concurrent: dict, yes, cell) -> list[str]:
                 f"stray files: {', '.join(c['stray_files']) or 'none'}"
             ),
             "dvc repro": lambda c: (
-                f"`dvc status`: {c['status']}; `dvc data status`: {c['data_status']}; "
-                f"`dvc repro train` again: {c['repro_again']}"
+                f"`dvc status train`: {c['status']}; `dvc data status`: workspace "
+                f"{'matches' if c['workspace_matches_cache'] else 'DIFFERS from'} the cache and dvc.lock; "
+                f"`dvc repro train` again skips {', '.join(c['skipped_again']) or 'nothing'}"
             ),
         }[name](c)
         lines.append(

@@ -56,6 +56,16 @@ mlflow-ui: venv  ## MLflow UI on http://127.0.0.1:5000 over the pipeline's store
 	mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlflow/artifacts
 
+.PHONY: prefect-ui flows
+PREFECT_PORT ?= 4200
+
+prefect-ui: venv  ## Prefect server and UI on http://127.0.0.1:4200 (deployments, runs, schedules, artifacts)
+	prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+flows: venv  ## serve the deployments (retrain on its schedule, evaluate, predict-batch) to the Prefect server
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} SER_PROJECT_DIR=$(CURDIR) \
+		python -m flows.deploy
+
 .PHONY: serve app
 SERVE_MODEL ?= models:/ravdess-emotion@champion
 SERVE_PORT ?= 5001

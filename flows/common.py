@@ -70,6 +70,20 @@ def run_flow(flow: Any, **kwargs: Any) -> Any:
     return state.result()
 
 
+def project_root(project_dir: str | Path | None = None) -> Path:
+    """The checkout a deployed flow works in: ``project_dir``, else ``SER_PROJECT_DIR``, else the cwd.
+
+    Raises:
+        SerError: The folder is not a checkout of this project.
+    """
+    project = Path(project_dir or os.environ.get("SER_PROJECT_DIR") or ".").resolve()
+    if not (project / "dvc.yaml").is_file() or not (project / "params.yaml").is_file():
+        raise SerError(
+            f"{project}: not a checkout of this project (no dvc.yaml/params.yaml); set SER_PROJECT_DIR"
+        )
+    return project
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never a partial one."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,19 +1,30 @@
-"""Ad hoc evaluation outside DVC: ``ser evaluate DATA`` runs the train stage's scoring code.
+"""Evaluation outside DVC.
 
-DATA is a folder or zip of RAVDESS audio; its features are cached (incrementally) in a
-folder so repeated evaluations extract only new clips.
+``ser evaluate DATA`` cross-validates model configurations with the train stage's scoring code;
+DATA is a folder or zip of RAVDESS audio whose features are cached (incrementally) in a folder,
+so repeated evaluations extract only new clips. The ``evaluate`` flow (a deployment) scores a
+registered model version, as it is, on a data source.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, get_run_logger
+
+from components.discover import AudioFile, discover
+from components.errors import SerError
 from components.evaluate import Evaluation, ModelSpec
 from components.features.sets import SCALAR_SETS
+from components.metrics import plot_confusion
+from components.protocols import SUBSETS
+from flows.common import fail_cleanly, project_root
 from flows.featurize import featurize_data
+from flows.params import load_params
 from flows.train import evaluate_model, results_table
 
 
@@ -56,3 +67,128 @@ def evaluate_data(
 
 def _evaluate(job: tuple) -> Evaluation:
     return evaluate_model.fn(*job)
+
+
+# The ``evaluate`` deployment: a registered model version, as it is, on a data source.
+
+EVALUATE_PROTOCOLS = ("holdout", "all")  # a fitted model is scored, not refitted: no folds
+
+
+def pick_clips(files: list[AudioFile], protocol: str, subset: str, test_actors: list[int]) -> list[AudioFile]:
+    """The clips a fitted model is scored on: a subset, and for ``holdout`` only the test actors."""
+    if protocol not in EVALUATE_PROTOCOLS:
+        raise SerError(
+            f"protocol {protocol!r}: a registered model is scored on holdout actors or all clips "
+            f"({', '.join(EVALUATE_PROTOCOLS)}); cross-validating a configuration is `ser evaluate`"
+        )
+    if subset not in SUBSETS:
+        raise SerError(f"unknown subset {subset!r}: choose one of {', '.join(SUBSETS)}")
+    picked = [f for f in files if subset == "all" or f.labels.channel_name == subset]
+    if protocol == "holdout":
+        picked = [f for f in picked if f.labels.actor in set(test_actors)]
+    return picked
+
+
+@flow(name="evaluate")
+@fail_cleanly
+def evaluate_version(
+    source: str,
+    model: str = "models:/ravdess-emotion@champion",
+    protocol: str = "holdout",
+    subset: str = "all",
+    test_actors: list[int] | None = None,
+    project_dir: str | None = None,
+) -> dict[str, Any]:
+    """Score a registered model version on a data source and log the result to MLflow.
+
+    Args:
+        source: ``demo``, ``zenodo``, or a folder or .zip of RAVDESS audio (as ``ingest.source``).
+        model: MLflow model URI: ``models:/ravdess-emotion@champion``, ``models:/ravdess-emotion/3``.
+        protocol: ``holdout``: the clips of ``test_actors``; ``all``: every clip (speakers the
+            model never heard, e.g. new recordings).
+        subset: ``speech``, ``song`` or ``all``.
+        test_actors: Holdout speakers (default ``evaluate.test_actors``).
+        project_dir: The checkout whose params.yaml names the store (default: SER_PROJECT_DIR or cwd).
+
+    Returns:
+        Accuracy, UAR, macro and weighted F1, the number of clips, and the MLflow run id.
+    """
+    from mlflow import MlflowClient
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.ingest import stage_source
+    from flows.predict import predict_files, summarize, write_results_csv
+    from flows.predict_batch import load_registered
+    from flows.tracking import experiment_id, scalar_metrics, start_run, store_uri
+
+    logger = get_run_logger()
+    project = project_root(project_dir)
+    settings = load_params(project / "params.yaml")
+    actors = list(test_actors or settings["evaluate"]["test_actors"])
+    with tempfile.TemporaryDirectory(prefix="ser-evaluate-") as staging:
+        folder = stage_source(source, Path(staging), settings["ingest"])
+        found = discover(folder)
+        clips = pick_clips(found.files, protocol, subset, actors)
+        if not clips:
+            where = f"actors {actors}" if protocol == "holdout" else "any actor"
+            raise SerError(f"{source}: no {subset} clips of {where} to evaluate on")
+        loaded = load_registered(model, project)
+        results = predict_files(
+            [c.location for c in clips], loaded.predict_signals, loaded.clip_dur, progress=False
+        )
+    summary = summarize(results)
+    if summary is None:
+        raise SerError(f"{source}: none of the {len(clips)} clips could be scored (see the log)")
+    about = loaded.description
+    client = MlflowClient(store_uri(settings["tracking"], project))
+    experiment = experiment_id(client, settings["tracking"])
+    version = about.get("version", "")
+    tags = {"model_uri": model, "model_version": version, "source": source, "protocol": protocol}
+    run = start_run(client, experiment, f"evaluate/{about.get('name', 'model')}-v{version}", tags=tags)
+    for key, value in {
+        "subset": subset,
+        "test_actors": ",".join(map(str, actors)),
+        "n_clips": len(clips),
+    }.items():
+        client.log_param(run, key, value)
+    for key, value in scalar_metrics(summary).items():
+        client.log_metric(run, key, value)
+    client.log_dict(
+        run,
+        {"confusion": summary["confusion"], "class_names": summary["class_names"]},
+        "confusion_matrix.json",
+    )
+    client.log_figure(
+        run, plot_confusion(summary["confusion"], summary["class_names"], model), "confusion_matrix.png"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_results_csv(Path(tmp) / "predictions.csv", results)
+        client.log_artifact(run, str(Path(tmp) / "predictions.csv"))
+    client.set_terminated(run)
+    failed = [r.error for r in results if r.error]
+    for error in failed:
+        logger.warning("%s", error)
+    scores = {key: round(float(summary[key]), 4) for key in ("accuracy", "uar", "macro_f1", "weighted_f1")}
+    kind = about.get("tags", {}).get("model_name", "?")
+    speakers = "actors " + ",".join(map(str, actors)) if protocol == "holdout" else "every actor"
+    text = "\n".join(
+        [
+            "# Evaluation of a registered model",
+            "",
+            f"- **Model**: {model} (version {version or '?'}, {kind})",
+            f"- **Data**: {source}, {protocol} ({speakers}), {subset}",
+            f"- **Clips**: {summary['n']} scored, {len(failed)} failed",
+            "- **Scores**: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
+            f"- **MLflow run**: `{run}`",
+        ]
+    )
+    create_markdown_artifact(
+        markdown=text + "\n", key="evaluate", description="Evaluation of a registered model"
+    )
+    return {
+        **scores,
+        "n_clips": summary["n"],
+        "n_failed": len(failed),
+        "run_id": run,
+        "model_version": version,
+    }

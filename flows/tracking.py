@@ -19,6 +19,15 @@ def tracking_uri(settings: dict[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or settings["tracking_uri"]
 
 
+def store_uri(settings: dict[str, Any], project: Path) -> str:
+    """The tracking URI with a relative SQLite path resolved against the project, not the working folder."""
+    uri = tracking_uri(settings)
+    path = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not Path(path).is_absolute():
+        return f"sqlite:///{(project / path).resolve()}"
+    return uri
+
+
 def experiment_id(client: MlflowClient, settings: dict[str, Any]) -> str:
     """The pipeline's experiment, created with its artifact folder on first use."""
     found = client.get_experiment_by_name(settings["experiment"])

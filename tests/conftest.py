@@ -156,6 +156,42 @@ def mlflow_server(tmp_path, mlflow_template, monkeypatch) -> Iterator[str]:
         log.close()
 
 
+def make_clone(target: Path, mlflow_template: Path, n_actors: int = 3) -> Path:
+    """The project's files (tracked, plus the working tree's code) in a fresh git repository.
+
+    Set up to run fast and offline: a ``n_actors`` demo corpus, two quick models on one protocol,
+    wav2vec2 skipped for want of local weights, and a migrated MLflow store.
+    """
+    import shutil
+    import subprocess
+
+    import yaml
+
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in files.splitlines():
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    for name in ("flows", "components"):  # the working tree's code, committed or not
+        shutil.copytree(
+            ROOT / name, target / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    params["ingest"]["demo_actors"] = n_actors
+    params["featurize"]["feature_sets"] = ["handmade", "logmel", "waveform"]
+    params["train"]["models"] = ["rf", "logreg"]
+    params["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=3, n_val_actors=1)
+    params["rf"]["n_estimators"] = 50
+    params["logreg"]["features"] = ["handmade"]
+    params["wav2vec2"]["local_only"] = True  # no weights here: the stage records a skip and dvc goes on
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (target / "dvc.lock").unlink(missing_ok=True)
+    (target / "mlflow").mkdir(exist_ok=True)
+    shutil.copy(mlflow_template, target / "mlflow" / "mlflow.db")  # skip the store's migrations
+    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    return target
+
+
 @pytest.fixture(scope="session")
 def demo_features(tmp_path_factory) -> Path:
     """A 4-actor demo corpus, validated and featurized: ``<root>/data/{raw,metadata,features}``."""

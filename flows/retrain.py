@@ -10,7 +10,6 @@ the candidates' metrics, the promotion decision and links to the MLflow runs.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -67,45 +66,75 @@ def parse_repro(output: str) -> ReproLog:
 def apply_overrides(
     params_file: Path, source: str | None, models: list[str] | None, protocol: str | None
 ) -> list[str]:
-    """Write the run's parameters into params.yaml, keeping its comments; returns what changed.
+    """Write the run's parameters into params.yaml, keeping its layout and comments; returns what changed.
 
     The values stay there afterwards, as with ``dvc exp run --set-param``: the workspace then
     says which settings produced its outputs, and DVC sees exactly which stages they touch.
     """
-    from ruamel.yaml import YAML
-
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 4096  # never re-wrap a long comment
-    params = rt.load(params_file.read_text())
-    changes: list[str] = []
-
-    def put(section: str, key: str, value: Any) -> None:
-        old = params[section][key]
-        if json.dumps(old, default=str) != json.dumps(value, default=str):
-            params[section][key] = value
-            changes.append(f"{section}.{key}: {_plain(old)} → {_plain(value)}")
-
+    text = params_file.read_text()
+    params = yaml.safe_load(text)
+    wanted: list[tuple[str, str, Any]] = []
     if source is not None:
-        put("ingest", "source", source)
+        wanted.append(("ingest", "source", source))
     if models is not None:
-        unknown = [name for name in models if name not in params or "kind" not in params[name]]
+        unknown = [name for name in models if "kind" not in (params.get(name) or {})]
         if unknown or not models:
             raise SerError(f"models {models}: no params.yaml model section for {', '.join(unknown) or '[]'}")
-        put("train", "models", list(models))
+        wanted.append(("train", "models", list(models)))
     if protocol is not None:
-        runs = [dict(run) for run in params["evaluate"]["runs"]]
+        runs = params["evaluate"]["runs"]
         primary = {"protocol": protocol, "subset": runs[0]["subset"]}
-        put("evaluate", "runs", [primary, *(run for run in runs if run != primary)])
+        wanted.append(("evaluate", "runs", [primary, *(run for run in runs if run != primary)]))
+    changes = []
+    for section, key, value in wanted:
+        old = params[section][key]
+        if _plain(old) != _plain(value):
+            text = set_value(text, section, key, value)
+            changes.append(f"{section}.{key}: {_plain(old)} → {_plain(value)}")
     if changes:
-        buffer = io.StringIO()
-        rt.dump(params, buffer)
-        write_text(params_file, buffer.getvalue())
+        written = yaml.safe_load(text)
+        if any(_plain(written[s][k]) != _plain(v) for s, k, v in wanted):  # never write a wrong file
+            raise SerError(f"{params_file}: could not set {', '.join(changes)}; edit it by hand")
+        write_text(params_file, text)
     return changes
+
+
+def set_value(text: str, section: str, key: str, value: Any) -> str:
+    """``text`` with ``section.key`` set to ``value`` on one line, its comment kept.
+
+    The key's old value may run over several indented lines (a block list); they are replaced.
+    """
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{section}:")), None)
+    if start is None:
+        raise SerError(f"params.yaml has no section {section!r}")
+    for i in range(start + 1, len(lines)):
+        line = lines[i]
+        if line.strip() and not line.startswith((" ", "#")):
+            break  # the next section
+        stripped = line.lstrip(" ")
+        if not stripped.startswith(f"{key}:"):
+            continue
+        indent = len(line) - len(stripped)
+        end = i + 1
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > indent):
+            end += 1
+        while end > i + 1 and not lines[end - 1].strip():
+            end -= 1  # keep the blank lines before the next key or section
+        comment = line.split("  #", 1)[1].rstrip("\n") if "  #" in line else ""
+        flow_value = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+        flow_value = flow_value.removesuffix("\n...").strip()
+        new = f"{' ' * indent}{key}: {flow_value}" + (f"  #{comment}" if comment else "") + "\n"
+        return "".join([*lines[:i], new, *lines[end:]])
+    raise SerError(f"params.yaml has no key {section}.{key}")
 
 
 def _plain(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
 
 
 def dvc_command() -> str:

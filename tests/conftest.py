@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,3 +233,60 @@ def tiny_wav2vec2(tmp_path_factory) -> str:
     from components.wav2vec2.pretrained import save_tiny_checkpoint
 
     return str(save_tiny_checkpoint(tmp_path_factory.mktemp("w2v") / "tiny", n_layers=2, hidden_size=32))
+
+
+def start_prefect_server(home: Path, port: int) -> Any:
+    """A real ``prefect server start`` on 127.0.0.1:``port`` with its own home and database."""
+    import subprocess
+    import sys
+
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    command = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    wait_until_up(f"http://127.0.0.1:{port}/api/health", server, home / "server.log", timeout=180)
+    return server
+
+
+def serve_deployments(project: Path, api_url: str, log_path: Path) -> Any:
+    """``python -m flows.deploy`` (what ``make flows`` runs) in ``project``, once its deployments exist."""
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {"PREFECT_API_URL": api_url, "SER_PROJECT_DIR": str(project), "GX_ANALYTICS_ENABLED": "false"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.deploy"], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 180
+    while set(deployment_names(api_url)) < {"retrain", "evaluate", "predict-batch"}:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"flows.deploy did not start serving:\n{log_path.read_text()}")
+        time.sleep(0.5)
+    return process
+
+
+def deployment_names(api_url: str) -> list[str]:
+    """The deployments a Prefect server knows."""
+    import httpx
+
+    return [d["name"] for d in httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10).json()]
+
+
+def stop(process: Any) -> None:
+    """Terminate a server process, killing it if it does not stop in 30 s."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -33,12 +33,17 @@ class Dataset:
         return len(self.labels)
 
     def inputs(self, rows: np.ndarray | None, stats_sets: Sequence[str], logmel: bool) -> dict:
-        """The model input dict (see ``components.models``) for some rows (None = all)."""
+        """The model input dict (see ``components.models``) for some rows (None = all).
+
+        ``stats_layout`` says which columns of ``stats`` come from which set (an ensemble
+        hands each member its own); other models ignore it.
+        """
         take = slice(None) if rows is None else rows
         stats = np.hstack([self.stats[name][take] for name in stats_sets]) if stats_sets else None
         if logmel and self.logmel is None:
             raise SerError("this model needs log-mel features: add logmel to featurize.feature_sets")
-        return {"stats": stats, "logmel": self.logmel[take] if logmel else None}
+        layout = tuple((name, self.stats[name].shape[1]) for name in stats_sets)
+        return {"stats": stats, "logmel": self.logmel[take] if logmel else None, "stats_layout": layout}
 
     def subset(self, mask: np.ndarray) -> Dataset:
         """The clips where ``mask`` is true."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from components.dataset import Dataset
 from components.metrics import compute_metrics, summarize_folds
-from components.models import DEEP_KINDS, build_model, fit_model
+from components.models import ENSEMBLE_KIND, build_model, early_stops, fit_model, reads_logmel
 from components.protocols import Split
 from components.ravdess import EMOTIONS
 
@@ -27,14 +27,29 @@ class ModelSpec:
 
     @property
     def uses_logmel(self) -> bool:
-        """Deep models read log-mel sequences."""
-        return self.kind in DEEP_KINDS
+        """Whether the model reads log-mel sequences (deep kinds, ``logmel_stats``, ensembles of either)."""
+        return reads_logmel(self.kind, self.params)
+
+    @property
+    def early_stops(self) -> bool:
+        """Deep models (and ensembles holding one) train on the training actors and stop early on
+        the validation actors; the others train on both."""
+        return early_stops(self.kind, self.params)
 
     @classmethod
     def from_params(cls, name: str, section: Mapping[str, Any]) -> ModelSpec:
-        """Build from a model's params.yaml section: ``kind``, ``features`` and model settings."""
+        """Build from a model's params.yaml section: ``kind``, ``features`` and model settings.
+
+        An ensemble without ``features`` reads the union of its members' sets, in order of
+        first mention.
+        """
+        kind = section.get("kind", name)
         settings = {k: v for k, v in section.items() if k not in ("kind", "features")}
-        return cls(name, section.get("kind", name), settings, tuple(section.get("features", ["handmade"])))
+        default = ["handmade"]
+        if kind == ENSEMBLE_KIND:
+            members = (settings.get("members") or {}).values()
+            default = list(dict.fromkeys(s for member in members for s in member.get("features", [])))
+        return cls(name, kind, settings, tuple(section.get("features", default)))
 
 
 @dataclass
@@ -67,7 +82,7 @@ def fit_on_rows(spec: ModelSpec, data: Dataset, train: np.ndarray, val: np.ndarr
     model = build_model(spec.kind, spec.params)
     y = data.labels["emotion"].to_numpy()
     X = data.inputs(train, spec.stats_sets, spec.uses_logmel)
-    if val is not None and len(val) and spec.uses_logmel:
+    if val is not None and len(val) and spec.early_stops:
         X_val = data.inputs(val, spec.stats_sets, spec.uses_logmel)
         return fit_model(model, X, y[train], X_val, y[val])
     return fit_model(model, X, y[train])
@@ -79,15 +94,15 @@ def evaluate_splits(
     """Fit and score ``spec`` on every split; the test clips never influence fitting.
 
     Classical models train on the training and validation actors together (they have no
-    early stopping); deep models train on the training actors and stop early on the
-    validation actors.
+    early stopping); deep models (and ensembles holding one) train on the training actors and
+    stop early on the validation actors.
     """
     started = time.perf_counter()
     result = Evaluation(spec.name, protocol, subset)
     y = data.labels["emotion"].to_numpy()
     classes = sorted(EMOTIONS) if subset != "song" else sorted(set(y))
     for split in splits:
-        train = split.train if spec.uses_logmel else np.union1d(split.train, split.val)
+        train = split.train if spec.early_stops else np.union1d(split.train, split.val)
         t0 = time.perf_counter()
         model = fit_on_rows(spec, data, train, split.val)
         t1 = time.perf_counter()

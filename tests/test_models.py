@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from components.errors import SerError
+from components.features.logmel_stats import feature_names
 from components.models import MODEL_KINDS, TorchClassifier, build_classical, build_model, fit_model
 from components.models.nets import CNN, CRNN
 from components.training import SpecAugment, TensorData, class_weights, predict_logits, train_torch
@@ -185,10 +186,70 @@ def test_torch_classifier_carves_its_own_validation_share() -> None:
 
 
 def test_build_model_covers_every_kind_and_rejects_unknown_ones() -> None:
-    assert MODEL_KINDS == ("rf", "svm", "logreg", "mlp", "cnn", "cnn_lstm", "cnn_gru")
+    assert MODEL_KINDS == ("rf", "svm", "logreg", "mlp", "cnn", "cnn_lstm", "cnn_gru", "ensemble")
     model = build_model("cnn_gru", {"rnn_hidden": 32, "epochs": 3})
     assert (model.arch_params, model.train_params) == ({"rnn_hidden": 32}, {"epochs": 3})
     with pytest.raises(SerError, match="choose one of"):
         build_model("transformer")
     with pytest.raises(SerError, match="rnn_hidden"):
         build_model("cnn", {"rnn_hidden": 32})
+
+
+def test_logmel_stats_option_adds_log_mel_functionals_to_a_classical_model() -> None:
+    X, y = separable(96)
+    model = build_model("logreg", {"logmel_stats": True}).fit({**X, "stats": None}, y)
+    assert model.named_steps["scale"].n_features_in_ == len(feature_names(N_MELS))
+    assert np.mean(model.predict({**X, "stats": None}) == y) > 0.8  # class = energy in its own band
+    with pytest.raises(SerError, match="logmel"):
+        model.predict({"stats": X["stats"], "logmel": None})
+
+
+ENSEMBLE = {
+    "members": {
+        "svm": {"kind": "svm", "features": ["a", "b"]},
+        "logreg": {"kind": "logreg", "features": ["b"], "logmel_stats": True},
+        "cnn": {"kind": "cnn", "features": ["a"], **TINY_NET, "epochs": 2, "batch_size": 16},
+    },
+    "weights": {"svm": 2.0},
+}
+
+
+def with_layout(X: dict) -> dict:
+    return {**X, "stats_layout": (("a", 2), ("b", N_STATS - 2))}
+
+
+def test_ensemble_soft_votes_members_on_their_own_columns_and_pickles() -> None:
+    X, y = separable(96)
+    X_val, y_val = separable(32, seed=1)
+    X_test, y_test = separable(48, seed=2)
+    model = fit_model(build_model("ensemble", ENSEMBLE), with_layout(X), y, with_layout(X_val), y_val)
+    assert model.members_["logreg"].named_steps["scale"].n_features_in_ == N_STATS - 2 + len(
+        feature_names(N_MELS)
+    )
+    assert model.members_["cnn"].n_stats_ == 2
+    assert model.members_["svm"].named_steps["scale"].n_samples_seen_ == 96 + 32  # classical: train + val
+    proba = model.predict_proba(X_test)  # prediction needs no layout: the fitted model keeps it
+    assert proba.shape == (48, N_CLASSES) and np.allclose(proba.sum(axis=1), 1.0)
+    members = {
+        name: m.predict_proba(model._member_inputs(name, X_test)) for name, m in model.members_.items()
+    }
+    assert np.allclose(proba, (2 * members["svm"] + members["logreg"] + members["cnn"]) / 4)
+    assert np.mean(model.predict(X_test) == y_test) > 0.8  # chance is 0.25
+    copy = pickle.loads(pickle.dumps(model))
+    assert np.array_equal(copy.predict_proba(X_test), proba)
+
+
+def test_ensemble_rejects_bad_settings_and_inputs() -> None:
+    X, y = separable(32)
+    with pytest.raises(SerError, match="at least one member"):
+        build_model("ensemble", {}).fit(with_layout(X), y)
+    with pytest.raises(SerError, match="unknown parameter"):
+        build_model("ensemble", {**ENSEMBLE, "voting": "hard"})
+    with pytest.raises(SerError, match="unknown member"):
+        build_model("ensemble", {**ENSEMBLE, "weights": {"rf": 1.0}}).fit(with_layout(X), y)
+    with pytest.raises(SerError, match="cannot hold an ensemble"):
+        build_model("ensemble", {"members": {"inner": {"kind": "ensemble"}}})
+    with pytest.raises(SerError, match="stats_layout"):
+        build_model("ensemble", ENSEMBLE).fit(X, y)
+    with pytest.raises(SerError, match="add them to its features"):
+        build_model("ensemble", ENSEMBLE).fit({**X, "stats_layout": (("a", N_STATS),)}, y)

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from components.errors import SerError
+from components.features.logmel_stats import summarize
 
 # class_weight="balanced": RAVDESS holds half as many neutral clips as clips of any other emotion.
 CLASSICAL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -110,12 +111,25 @@ class SelectStats(TransformerMixin, BaseEstimator):
     """The first step of a classical model behind the X dict: :func:`select_stats` as a transformer.
 
     (sklearn's FunctionTransformer would count features on the dict itself and fail.)
+
+    Args:
+        logmel_stats: Also summarise ``X["logmel"]`` (see
+            :func:`components.features.logmel_stats.summarize`) and append it to the statistics;
+            ``X["stats"]`` may then be None.
     """
+
+    def __init__(self, logmel_stats: bool = False):
+        self.logmel_stats = logmel_stats
 
     def fit(self, X: Mapping[str, Any] | np.ndarray, y: Any = None) -> SelectStats:
         """Nothing to learn."""
         return self
 
     def transform(self, X: Mapping[str, Any] | np.ndarray) -> np.ndarray:
-        """``X["stats"]`` as an array."""
-        return select_stats(X)
+        """``X["stats"]`` as an array, with the log-mel statistics after it when asked for."""
+        if not getattr(self, "logmel_stats", False):  # models pickled before the option had none
+            return select_stats(X)
+        if not isinstance(X, Mapping) or X.get("logmel") is None:
+            raise SerError('logmel_stats: the model reads log-mel sequences: X["logmel"] is missing')
+        summary = summarize(X["logmel"]).astype(np.float64)
+        return summary if X.get("stats") is None else np.hstack([select_stats(X), summary])

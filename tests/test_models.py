@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from components.errors import SerError
-from components.features.logmel_stats import feature_names
 from components.models import MODEL_KINDS, TorchClassifier, build_classical, build_model, fit_model
+from components.models.logmel_stats import feature_names
 from components.models.nets import CNN, CRNN
 from components.training import SpecAugment, TensorData, class_weights, predict_logits, train_torch
 

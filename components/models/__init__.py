@@ -14,7 +14,7 @@ branch. Keys a model does not read may be left out. Validation clips (normally h
 actors) go to :func:`fit_model`: deep models stop early on them, classical ones ignore them.
 
 A classical model with ``logmel_stats: true`` also reads ``X["logmel"]`` and appends its
-functionals (:mod:`components.features.logmel_stats`) to the statistics. ``ensemble`` soft-votes
+functionals (:mod:`components.models.logmel_stats`) to the statistics. ``ensemble`` soft-votes
 over member models (:mod:`components.models.ensemble`); it reads ``X["stats_layout"]`` at fit
 time to give each member the columns of its own feature sets.
 """

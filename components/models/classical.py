@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from components.errors import SerError
-from components.features.logmel_stats import summarize
+from components.models.logmel_stats import summarize
 
 # class_weight="balanced": RAVDESS holds half as many neutral clips as clips of any other emotion.
 CLASSICAL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -114,7 +114,7 @@ class SelectStats(TransformerMixin, BaseEstimator):
 
     Args:
         logmel_stats: Also summarise ``X["logmel"]`` (see
-            :func:`components.features.logmel_stats.summarize`) and append it to the statistics;
+            :func:`components.models.logmel_stats.summarize`) and append it to the statistics;
             ``X["stats"]`` may then be None.
     """
 

@@ -1,4 +1,4 @@
-"""Clip statistics of the stored log-mel sequences: band levels, cepstra and their dynamics.
+"""Clip statistics of the stored log-mel sequences (a classical model option): band levels, cepstra, dynamics.
 
 The hand-made set summarises MFCCs by mean and spread only. These functionals add what it
 leaves out, from the log-mel array every deep model already reads (so no extra extraction

@@ -115,6 +115,13 @@ def load_store() -> dict[str, Any]:
     return json.loads(STORE.read_text()) if STORE.exists() else {"results": {}, "timing": {}, "commands": []}
 
 
+def save(change: Any) -> None:
+    """Apply ``change`` to the stored results as they are on disk now (another run may have added some)."""
+    store = load_store()
+    change(store)
+    STORE.write_text(json.dumps(store, indent=1))
+
+
 def key(row: dict) -> str:
     return f"{row['model']}|{'norm' if row['norm'] else 'plain'}|{row['protocol']}|{row['subset']}"
 
@@ -263,25 +270,25 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess"))
     settings = load_params(ROOT / "params.yaml")
-    store = load_store()
     if not args.render_only:
         models = args.models.split(",")
         norms = {"off": [False], "on": [True], "both": [False, True]}[args.speaker_norm]
-        command = f"python benchmarks/accuracy.py --models {args.models} --workers {args.workers} "
+        threads = (
+            f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+        )
+        command = f"{threads}python benchmarks/accuracy.py --models {args.models} --workers {args.workers} "
         command += f"--speaker-norm {args.speaker_norm}" + (" --no-timing" if args.no_timing else "")
         for norm in norms:
             started = time.perf_counter()
-            for row in run_models(models, settings, norm, args.workers, data):
-                store["results"][key(row)] = row
+            rows = run_models(models, settings, norm, args.workers, data)
+            save(lambda store, rows=rows: store["results"].update({key(row): row for row in rows}))
             print(f"speaker_norm={norm}: {(time.perf_counter() - started) / 60:.1f} min", flush=True)
-            STORE.write_text(json.dumps(store, indent=1))
         if not args.no_timing:
             for name in models:
-                store["timing"][name] = {**time_model(name, settings, data), "section": settings[name]}
-                STORE.write_text(json.dumps(store, indent=1))
-        store["commands"] = [c for c in store["commands"] if c != command] + [command]
-        STORE.write_text(json.dumps(store, indent=1))
-    report = render(store, settings, data)
+                timing = {**time_model(name, settings, data), "section": settings[name]}
+                save(lambda store, name=name, timing=timing: store["timing"].update({name: timing}))
+        save(lambda store: store.update(commands=[c for c in store["commands"] if c != command] + [command]))
+    report = render(load_store(), settings, data)
     write_text(REPORT, report)
     print(report)
 

@@ -201,6 +201,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
         for name, t in sorted(timing.items(), key=lambda item: item[1]["predict_ms"])
         if name in settings and settings[name] == t["section"]
     ]
+    summary = summary_table(rows, settings)
     explore = json.loads(EXPLORE.read_text()) if EXPLORE.exists() else None
     n_final = len({(r["model"], r["norm"]) for r in rows})
     lines = [
@@ -223,6 +224,15 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "- *original*: the original project's accuracy under random, on full-length clips.",
         "- *train s/fold*: mean seconds to fit one fold in the evaluation (2 worker processes, one",
         "  thread each, on a shared machine).",
+        "",
+        "## Summary",
+        "",
+        "Accuracy / UAR (actor-kfold: mean ± sd of accuracy over folds), sorted by actor-kfold all",
+        "without speaker normalisation, the setting the pipeline registers models under.",
+        "",
+        format_table(summary, list(summary[0])) if summary else "(no results yet)",
+        "",
+        "## Every result",
         "",
         format_table(table, list(table[0])) if table else "(no results yet)",
         "",
@@ -258,6 +268,33 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def summary_table(rows: list[dict], settings: dict) -> list[dict[str, str]]:
+    """One row per model: each run without and with speaker normalisation side by side."""
+    by = {(r["model"], r["norm"], r["protocol"], r["subset"]): r for r in rows}
+    names = sorted({r["model"] for r in rows})
+    plain_all = {
+        n: by[(n, False, "actor-kfold", "all")]["accuracy"]
+        for n in names
+        if (n, False, "actor-kfold", "all") in by
+    }
+    names.sort(key=lambda n: -plain_all.get(n, 0.0))
+    out = []
+    for name in names:
+        line = {"model": name}
+        for norm in (False, True):
+            for run in RUNS:
+                r = by.get((name, norm, run["protocol"], run["subset"]))
+                column = f"{run['protocol']} {run['subset']}" + (" (norm)" if norm else "")
+                if r is None:
+                    line[column] = "–"
+                elif r["folds"] > 1:
+                    line[column] = f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} / {r['uar']:.3f}"
+                else:
+                    line[column] = f"{r['accuracy']:.3f} / {r['uar']:.3f}"
+        out.append(line)
+    return out
 
 
 def main() -> None:

@@ -165,7 +165,8 @@ def run_repro(project: Path, timeout_s: float) -> tuple[ReproLog, str]:
                 f"another dvc process is running in {project} (DVC's lock is held); "
                 "wait for it to finish, then retrain again"
             )
-        tail = "\n".join(line for line in output.splitlines()[-15:] if line.strip())
+        lines = [line for line in output.splitlines() if line.strip() and "%|" not in line]  # no tqdm bars
+        tail = "\n".join(lines[-15:])
         raise SerError(f"dvc repro failed in {project}:\n{tail}")
     log = parse_repro(output)
     log.seconds = round(time.perf_counter() - started, 1)

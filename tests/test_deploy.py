@@ -130,16 +130,18 @@ def test_a_real_server_runs_retrain_cold_incremental_and_unchanged(tmp_path, mlf
     from components.synth import write_corpus
 
     source = tmp_path / "incoming"
-    write_corpus(source, actors=[1, 2], seed=0, n_jobs=2)
+    write_corpus(source, actors=[1, 2, 3], seed=0, n_jobs=2)
     project = make_clone(tmp_path / "project", mlflow_template)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["ingest"]["source"] = str(source)
-    params["evaluate"]["n_folds"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     registry = MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
 
     def versions() -> list[str]:
-        return sorted(v.version for v in registry.search_model_versions("name='ravdess-emotion'"))
+        return [
+            str(n)
+            for n in sorted(int(v.version) for v in registry.search_model_versions("name='ravdess-emotion'"))
+        ]
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -160,11 +162,11 @@ def test_a_real_server_runs_retrain_cold_incremental_and_unchanged(tmp_path, mlf
             assert "**promoted to `champion`**" in text and "## MLflow" in text
             assert versions() == ["1"]
 
-            write_corpus(source, actors=[3], seed=0, n_jobs=2)  # a new speaker arrives
+            write_corpus(source, actors=[4], seed=0, n_jobs=2)  # a new speaker arrives
             run, text = retrain_via_api(api)
             assert run.state.is_completed(), run.state.message
-            assert "**Ingest**: 104 added, 0 changed, 0 removed (312 files)" in text
-            assert "handmade 104 new / 208 reused" in text and "logmel 104 new / 208 reused" in text
+            assert "**Ingest**: 104 added, 0 changed, 0 removed (416 files)" in text
+            assert "handmade 104 new / 312 reused" in text and "logmel 104 new / 312 reused" in text
             assert "registered as version 2" in text and versions() == ["1", "2"]
 
             run, text = retrain_via_api(api)

@@ -104,7 +104,9 @@ def versions(clone: Path) -> list[str]:
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{clone / 'mlflow' / 'mlflow.db'}")
-    return sorted(v.version for v in client.search_model_versions("name='ravdess-emotion'"))
+    return [
+        str(n) for n in sorted(int(v.version) for v in client.search_model_versions("name='ravdess-emotion'"))
+    ]
 
 
 def latest_artifact(key: str) -> str:

@@ -465,10 +465,12 @@ def registry_state(folder: Path) -> dict:
     aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, max_results=5000) if experiments else []
+    models = client.search_logged_models(experiment_ids=experiments) if experiments else []
     return {
         "aliases": aliases,
         "versions": sorted(int(v.version) for v in versions),
         "running": sum(r.info.status == "RUNNING" for r in runs),
+        "pending_models": sum(str(m.status).endswith("PENDING") for m in models),
     }
 
 
@@ -593,6 +595,7 @@ def train_kill_and_resume(root: Path, n_trials: int, seed: int) -> dict:
                 "previous_final": final["aliases"].get("previous"),
                 "loadable": f"{loaded}/{registered}",
                 "runs_left_running": final["running"],
+                "models_left_pending": final["pending_models"],
                 "stray_files": stray_files(folder),
             }
         )
@@ -1136,11 +1139,13 @@ def format_train_resume(result: dict, yes) -> list[str]:
         "finished run always promotes its model. Identical: `metrics/train.json` (wall times aside) and",
         "`plots/confusion.csv` equal the uninterrupted run's, and the new champion gives bit-identical",
         "probabilities on 11 clips. Loadable: registered versions (the placeholder aside) that load.",
+        "A killed run's MLflow runs stay RUNNING and a model it was logging stays PENDING (never",
+        "registered, so no alias can reach it); MLflow cannot tell them from live ones.",
         "",
         "| trial | SIGKILL after (s), while | killed | champion after the kill "
         "| versions registered by the killed run | resumed: metrics / plot / model identical "
         "| champion, previous at the end | loadable "
-        "| runs left RUNNING | stray files |",
+        "| left in MLflow: runs RUNNING, logged models PENDING | stray files |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for index, t in enumerate(result["trials"]):
@@ -1149,7 +1154,8 @@ def format_train_resume(result: dict, yes) -> list[str]:
         lines.append(
             f"| {index} | {t['delay_s']}, {t['phase']} | {yes(t['killed'])} | {kept} "
             f"| {t['versions_after_kill']} | {same} "
-            f"| v{t['champion_final']}, v{t['previous_final']} | {t['loadable']} | {t['runs_left_running']} "
+            f"| v{t['champion_final']}, v{t['previous_final']} | {t['loadable']} "
+            f"| {t['runs_left_running']}, {t['models_left_pending']} "
             f"| {', '.join(t['stray_files']) or 'none'} |"
         )
     return lines

@@ -136,6 +136,10 @@ def rollback(client: MlflowClient, name: str) -> Decision:
 
             raise SerError(f"{name}: no version has alias '{PREVIOUS}'; nothing to roll back to") from err
         current = champion(client, name)
-        return _promote(
-            client, name, str(previous.version), str(current.version) if current else None, "rollback"
-        )
+        # champion first, unlike a promotion: a rollback killed between the two calls has still
+        # rolled back (both aliases on the old version) rather than lost the version to go back to
+        client.set_registered_model_alias(name, CHAMPION, str(previous.version))
+        demoted = str(current.version) if current else None
+        if demoted is not None:
+            client.set_registered_model_alias(name, PREVIOUS, demoted)
+        return Decision(str(previous.version), True, "rollback", demoted)

@@ -60,7 +60,7 @@ mlflow-ui: venv  ## MLflow UI on http://127.0.0.1:5000 over the pipeline's store
 PREFECT_PORT ?= 4200
 
 prefect-ui: venv  ## Prefect server and UI on http://127.0.0.1:4200 (deployments, runs, schedules, artifacts)
-	prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 flows: venv  ## serve the deployments (retrain on its schedule, evaluate, predict-batch) to the Prefect server
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} SER_PROJECT_DIR=$(CURDIR) \

@@ -243,6 +243,7 @@ def start_prefect_server(home: Path, port: int) -> Any:
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"  # else the UI calls port 4200
     command = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
     log = (home / "server.log").open("w")
     server = subprocess.Popen(

@@ -21,25 +21,15 @@ from matplotlib.figure import Figure
 
 from components.audio import read_audio, to_mono
 from components.errors import SerError
-from components.metadata import describe_signal
 from components.serving import MAX_AUDIO_BYTES, MAX_AUDIO_DUR
+from components.silence import check_not_silent
 from flows.model_io import LoadedModel, load_model, use_store
-from flows.params import load_params
 from flows.paths import PARAMS_FILE
-from flows.predict import FileResult, predict_files, set_torch_threads
+from flows.predict import FileResult, predict_files, set_torch_threads, silence_settings
 
 DEFAULT_MODEL = os.environ.get("SER_MODEL_URI", "models:/ravdess-emotion@champion")
 METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro F1", "weighted_f1": "weighted F1"}
-SILENCE = {"silence_dbfs": -60.0, "max_silent_share": 0.98}  # validate's defaults when params.yaml is absent
 logger = logging.getLogger(__name__)
-
-
-def silence_settings() -> dict[str, float]:
-    """What counts as a silent clip: ``validate.silence_dbfs`` and ``validate.max_silent_share``."""
-    if not PARAMS_FILE.is_file():
-        return SILENCE
-    section = load_params(PARAMS_FILE)["validate"]
-    return {key: float(section[key]) for key in SILENCE}
 
 
 def check_upload(data: bytes, name: str) -> tuple[np.ndarray, int]:
@@ -47,8 +37,8 @@ def check_upload(data: bytes, name: str) -> tuple[np.ndarray, int]:
 
     The same limits as the REST server (``components.serving``: 10 MB and 30 s per clip; longer
     recordings go to ``ser predict --windows``), the same reader as ``ser predict`` (empty, not
-    audio, truncated header, NaN/Inf samples), and validate's silence test: a silent clip has no
-    emotion to find, and a model would still name one with high confidence.
+    audio, truncated header, NaN/Inf samples) and the same silence test
+    (:func:`components.silence.check_not_silent` with ``params.yaml``'s validate settings).
     """
     if len(data) > MAX_AUDIO_BYTES:
         raise SerError(
@@ -62,15 +52,8 @@ def check_upload(data: bytes, name: str) -> tuple[np.ndarray, int]:
             f"{name}: {dur:.1f} s of audio is over the limit of {MAX_AUDIO_DUR:g} s per clip; "
             "cut it, or score long recordings with `ser predict --windows`"
         )
-    limits = silence_settings()
-    stats = describe_signal(signal, rate, limits["silence_dbfs"])
-    if stats["peak"] == 0.0 or stats["silent_share"] > limits["max_silent_share"]:
-        level = (
-            "every sample is zero"
-            if stats["peak"] == 0.0
-            else (f"{stats['silent_share']:.0%} of it is below {limits['silence_dbfs']:g} dBFS")
-        )
-        raise SerError(f"{name}: the clip is silent ({level}); record or upload one with speech in it")
+    silence = silence_settings(PARAMS_FILE)
+    check_not_silent(signal, rate, name, silence["silence_dbfs"], silence["max_silent_share"])
     return signal, rate
 
 
@@ -89,11 +72,14 @@ def predict_bytes(model: LoadedModel, data: bytes, name: str) -> tuple[FileResul
         SerError: The upload cannot be scored (see :func:`check_upload`) or the model failed on it.
     """
     signal, rate = check_upload(data, name)
+    silence = silence_settings(PARAMS_FILE)
     suffix = Path(name).suffix or ".wav"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"clip{suffix}"
         path.write_bytes(data)
-        (result,) = predict_files([path], model.predict_signals, model.clip_dur, progress=False)
+        (result,) = predict_files(
+            [path], model.predict_signals, model.clip_dur, progress=False, silence=silence
+        )
     if result.error:
         raise SerError(result.error.replace(str(path), name))
     return result, to_mono(signal), rate

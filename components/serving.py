@@ -22,6 +22,7 @@ from components.audio import prepare_signal, read_audio
 from components.errors import SerError
 from components.features.sets import extract_sets
 from components.ravdess import EMOTIONS
+from components.silence import MAX_SILENT_SHARE, SILENCE_DBFS, check_not_silent
 
 INPUT_COLUMNS: tuple[str, ...] = ("path", "audio_base64", "waveform", "sampling_rate")
 AUDIO_MAGIC: tuple[bytes, ...] = (b"RIFF", b"RF64", b"fLaC")
@@ -31,6 +32,8 @@ MODEL_CONFIG: dict[str, Any] = {  # logged with the model, so a server may overr
     "allow_paths": None,  # None: read in-process, refused by a scoring server (its files are not yours)
     "max_audio_dur": MAX_AUDIO_DUR,
     "max_audio_bytes": MAX_AUDIO_BYTES,
+    "silence_dbfs": SILENCE_DBFS,  # validate's silence test, as ``ser predict`` and the web demo apply it
+    "max_silent_share": MAX_SILENT_SHARE,
 }
 SERVING_FLAG = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by MLflow's scoring server before it takes requests
 
@@ -92,6 +95,7 @@ def decode_row(
     allow_paths: bool = True,
     max_bytes: int | None = None,
     max_dur: float | None = None,
+    silence: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, int]:
     """One pyfunc input row → ``(signal, rate)``: a file path, base64 audio bytes, or samples.
 
@@ -100,10 +104,21 @@ def decode_row(
         allow_paths: Whether ``path`` inputs may be read (off on a server open to others).
         max_bytes: Largest encoded audio accepted (base64-decoded bytes or file size); None: any.
         max_dur: Longest audio accepted, in seconds; None: any.
+        silence: ``(silence_dbfs, max_silent_share)`` of :func:`components.silence.check_not_silent`;
+            None: silent clips are scored too.
 
     Raises:
-        SerError: The row holds none of the inputs, bad base64, unreadable or too large audio.
+        SerError: The row holds none of the inputs, bad base64, unreadable, too large or silent audio.
     """
+    name, signal, rate = _decode(row, allow_paths, max_bytes)
+    _check_dur(name, signal, rate, max_dur)
+    if silence is not None:
+        check_not_silent(signal, rate, name, *silence)
+    return signal, rate
+
+
+def _decode(row: Mapping[str, Any], allow_paths: bool, max_bytes: int | None) -> tuple[str, np.ndarray, int]:
+    """The row's name in messages, samples and rate (see :func:`decode_row`)."""
     if _present(row.get("audio_base64")):
         raw = row["audio_base64"]
         if not isinstance(raw, str | bytes | bytearray):
@@ -120,21 +135,21 @@ def decode_row(
             except (binascii.Error, ValueError, TypeError) as err:
                 raise SerError(f"audio_base64: not valid base64 ({err})") from err
         _check_size("audio_base64", len(data), max_bytes)
-        return _check_dur("audio_base64", *read_audio(data, name="audio_base64"), max_dur)
+        return ("audio_base64", *read_audio(data, name="audio_base64"))
     if _present(row.get("waveform")):
         if not _present(row.get("sampling_rate")):
             raise SerError("waveform: give its sampling_rate too")
         signal = np.asarray(row["waveform"], dtype=np.float32)
         if signal.size == 0 or not np.isfinite(signal).all():
             raise SerError("waveform: empty or holds NaN/infinite samples")
-        return _check_dur("waveform", signal, int(row["sampling_rate"]), max_dur)
+        return "waveform", signal, int(row["sampling_rate"])
     if _present(row.get("path")):
         if not allow_paths:
             raise SerError("path inputs are disabled on this server; send audio_base64")
         path = Path(str(row["path"]))
         if path.is_file():
             _check_size(str(path), path.stat().st_size, max_bytes)
-        return _check_dur(str(path), *read_audio(path), max_dur)
+        return (str(path), *read_audio(path))
     raise SerError(f"each input row needs one of: {', '.join(INPUT_COLUMNS[:3])}")
 
 
@@ -145,7 +160,7 @@ def _check_size(name: str, n_bytes: int, max_bytes: int | None) -> None:
         )
 
 
-def _check_dur(name: str, signal: np.ndarray, rate: int, max_dur: float | None) -> tuple[np.ndarray, int]:
+def _check_dur(name: str, signal: np.ndarray, rate: int, max_dur: float | None) -> None:
     if rate <= 0:
         raise SerError(f"{name}: sampling rate {rate} Hz is not positive")
     dur = len(signal) / rate
@@ -154,7 +169,6 @@ def _check_dur(name: str, signal: np.ndarray, rate: int, max_dur: float | None) 
             f"{name}: {dur:.1f} s of audio is over the limit of {max_dur:g} s per clip; "
             "send shorter clips (`ser predict` scores long recordings in windows)"
         )
-    return signal, rate
 
 
 def _present(value: Any) -> bool:
@@ -172,9 +186,14 @@ class EmotionPyfunc(mlflow.pyfunc.PythonModel):
     variable ``SERVING_MODEL_CONFIG`` to ``mlflow models serve``; MLflow applies only keys the
     model was logged with, see :data:`MODEL_CONFIG`) may set ``allow_paths`` (default: paths
     are read in-process and refused by a scoring server), ``max_audio_dur`` (seconds, default
-    :data:`MAX_AUDIO_DUR`) and ``max_audio_bytes`` (default :data:`MAX_AUDIO_BYTES`); null
-    lifts a limit.
+    :data:`MAX_AUDIO_DUR`), ``max_audio_bytes`` (default :data:`MAX_AUDIO_BYTES`), and
+    ``silence_dbfs`` and ``max_silent_share`` (validate's silence test: a silent row is refused
+    with HTTP 400); null lifts a limit.
     """
+
+    # the defaults of a model logged before a key existed (MLflow passes only the logged keys)
+    silence_dbfs: float | None = SILENCE_DBFS
+    max_silent_share: float | None = MAX_SILENT_SHARE
 
     def load_context(self, context: Any) -> None:
         """Load the pickled predictor from the model's own artifacts (nothing else is unpickled)."""
@@ -185,6 +204,8 @@ class EmotionPyfunc(mlflow.pyfunc.PythonModel):
         self.allow_paths: bool | None = config.get("allow_paths")
         self.max_audio_dur = config.get("max_audio_dur", MAX_AUDIO_DUR)
         self.max_audio_bytes = config.get("max_audio_bytes", MAX_AUDIO_BYTES)
+        self.silence_dbfs = config.get("silence_dbfs", SILENCE_DBFS)
+        self.max_silent_share = config.get("max_silent_share", MAX_SILENT_SHARE)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Predict each row; see :func:`decode_row` for the accepted columns.
@@ -200,10 +221,14 @@ class EmotionPyfunc(mlflow.pyfunc.PythonModel):
         allow_paths = self.allow_paths
         if allow_paths is None:
             allow_paths = os.environ.get(SERVING_FLAG, "").lower() not in ("true", "1")
+        silence = None  # null in model_config lifts the silence test
+        if self.silence_dbfs is not None and self.max_silent_share is not None:
+            silence = (float(self.silence_dbfs), float(self.max_silent_share))
+        limits = (self.max_audio_bytes, self.max_audio_dur, silence)
         signals = []
         for i, row in enumerate(model_input.to_dict("records")):
             try:
-                signals.append(decode_row(row, allow_paths, self.max_audio_bytes, self.max_audio_dur))
+                signals.append(decode_row(row, allow_paths, *limits))
             except SerError as err:
                 raise MlflowException.invalid_parameter_value(f"input row {i}: {err}") from err
         if not signals:

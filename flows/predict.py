@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,11 @@ from components.audio import read_audio
 from components.errors import SerError
 from components.metrics import compute_metrics, format_table
 from components.ravdess import EMOTIONS, parse_name
+from components.silence import MAX_SILENT_SHARE, SILENCE_DBFS, check_not_silent
 from components.windows import Window, cut_windows, mean_probabilities, plan_windows, top_k
 from flows.common import write_json, write_text
+from flows.params import load_params
+from flows.paths import PARAMS_FILE
 
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3")  # libsndfile's
 LONG_FACTOR = 1.5  # recordings up to 1.5 x clip_dur are scored whole: the models saw whole 3-6 s clips
@@ -113,6 +116,18 @@ def set_torch_threads(n_threads: int) -> None:
     torch.set_num_threads(n_threads)
 
 
+def silence_settings(params_file: str | Path = PARAMS_FILE) -> dict[str, float]:
+    """What counts as a silent clip: ``validate.silence_dbfs`` and ``validate.max_silent_share``.
+
+    Without a params file (a model used outside the project) validate's defaults apply, the
+    ones a served model carries in its ``MODEL_CONFIG``.
+    """
+    if not Path(params_file).is_file():
+        return {"silence_dbfs": SILENCE_DBFS, "max_silent_share": MAX_SILENT_SHARE}
+    section = load_params(params_file)["validate"]
+    return {key: float(section[key]) for key in ("silence_dbfs", "max_silent_share")}
+
+
 def true_label(path: str | Path) -> str | None:
     """The emotion a RAVDESS file name carries, or None for other names."""
     try:
@@ -139,6 +154,7 @@ def predict_files(
     long_dur: float | None = None,
     batch_size: int = 32,
     progress: bool | None = None,
+    silence: Mapping[str, float] | None = None,
 ) -> list[FileResult]:
     """Score every file; long ones window by window, all windows of all files in batches.
 
@@ -150,15 +166,19 @@ def predict_files(
         long_dur: Recordings up to this long are scored whole; default ``LONG_FACTOR * clip_dur``.
         batch_size: Windows scored per call of ``score``.
         progress: Show a progress bar (default: for :data:`PROGRESS_MIN_FILES` files or more).
+        silence: ``silence_dbfs`` and ``max_silent_share`` of the silence test of whole files
+            (default: :func:`silence_settings` of ``params.yaml``).
 
     Returns:
-        One result per path, in order; unreadable files carry an ``error`` instead of a label.
+        One result per path, in order; unreadable and silent files carry an ``error`` instead
+        of a label.
     """
     if batch_size < 1:
         raise SerError(f"--batch-size {batch_size}: give at least 1")
     hop_dur = clip_dur / 2 if hop_dur is None else hop_dur
     long_dur = LONG_FACTOR * clip_dur if long_dur is None else long_dur
     plan_windows(1, 1, clip_dur, hop_dur)  # a bad window setting fails once, not once per file
+    silence = silence_settings() if silence is None else silence
     results = [FileResult(str(path), true_label=true_label(path)) for path in paths]
     window_probs: list[list[np.ndarray]] = [[] for _ in paths]
     names: list[str] = []
@@ -190,6 +210,8 @@ def predict_files(
     for index, path in enumerate(tqdm(paths, desc="predict", unit="file", disable=not show)):
         try:
             signal, rate = read_audio(Path(path))
+            # the whole file, not each window: a pause inside a long recording is no error
+            check_not_silent(signal, rate, str(path), silence["silence_dbfs"], silence["max_silent_share"])
             windows = plan_windows(len(signal), rate, clip_dur, hop_dur, long_dur)
         except SerError as err:
             results[index].error = str(err)

@@ -189,6 +189,26 @@ def test_bad_files_get_an_error_line_and_fail_only_when_nothing_is_predicted(sto
     assert isinstance(result.exception, SerError) and "none of the 2 inputs" in str(result.exception)
 
 
+def test_silent_files_get_an_error_row_and_the_others_a_label(store, tmp_path, write_wav):
+    """A silent clip has no emotion to find; a model would still name one ("sad 1.00")."""
+    good = write_wav(tmp_path / "tone.wav", tone(dur=2.0))
+    zeros = write_wav(tmp_path / "zeros.wav", np.zeros(48_000, np.float32), 48_000)
+    quiet = (1e-5 * np.random.default_rng(0).standard_normal(32_000)).astype(np.float32)  # -100 dBFS
+    hiss = write_wav(tmp_path / "hiss.wav", quiet, 16_000, "FLOAT")
+    result = invoke("predict", str(good), str(zeros), str(hiss), "--json", str(tmp_path / "out.json"))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"error: {zeros}: the clip is silent (every sample is zero); record or upload one with speech in it\n"
+        in result.stderr
+    )
+    assert f"error: {hiss}: the clip is silent (100% of it is below -60 dBFS);" in result.stderr
+    assert "1 of 3 inputs predicted" in result.stderr
+    files = {Path(f["file"]).name: f for f in json.loads((tmp_path / "out.json").read_text())["files"]}
+    assert files["tone.wav"]["label"] in EMOTION_NAMES and files["tone.wav"]["error"] is None
+    assert files["zeros.wav"]["label"] is None and "silent" in files["zeros.wav"]["error"]
+    assert files["hiss.wav"]["label"] is None and files["hiss.wav"]["probabilities"] == {}
+
+
 def test_predict_in_a_fresh_process_needs_only_the_store(store, tmp_path, write_wav):
     """No params.yaml, no pipeline outputs: ``MLFLOW_TRACKING_URI`` and the files are enough."""
     wav = write_wav(tmp_path / "clip.wav", tone(dur=1.5, sampling_rate=8_000), 8_000)

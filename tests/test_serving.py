@@ -21,8 +21,8 @@ import soundfile as sf
 from mlflow.exceptions import MlflowException
 
 from components.errors import SerError
-from components.serving import SERVING_FLAG, EmotionPyfunc, decode_row
-from tests.conftest import free_port, tone, wait_until_up
+from components.serving import MODEL_CONFIG, SERVING_FLAG, EmotionPyfunc, decode_row
+from tests.conftest import ROOT, free_port, tone, wait_until_up
 from tests.test_predict import MODEL_NAME, fit_tiny_predictor, registered_store  # noqa: F401
 
 SERVE_CONFIG = {"max_audio_dur": 12.0}  # overrides the logged 30 s, to check that overrides reach the model
@@ -48,6 +48,28 @@ def test_decode_row_enforces_size_and_duration_limits():
         decode_row({"audio_base64": np.array([clip, clip])})
 
 
+def test_decode_row_refuses_silent_clips_with_validates_settings():
+    from flows.params import load_params
+
+    validate = load_params(ROOT / "params.yaml")["validate"]  # a served model has no params.yaml
+    assert (MODEL_CONFIG["silence_dbfs"], MODEL_CONFIG["max_silent_share"]) == (
+        validate["silence_dbfs"],
+        validate["max_silent_share"],
+    )
+    silence = (MODEL_CONFIG["silence_dbfs"], MODEL_CONFIG["max_silent_share"])
+    zeros = wav_base64(np.zeros(16_000, np.float32), 16_000)
+    with pytest.raises(SerError) as caught:
+        decode_row({"audio_base64": zeros}, silence=silence)
+    assert str(caught.value) == (
+        "audio_base64: the clip is silent (every sample is zero); record or upload one with speech in it"
+    )
+    hiss = (1e-5 * np.random.default_rng(0).standard_normal(16_000)).tolist()  # -100 dBFS
+    with pytest.raises(SerError, match=r"^waveform: the clip is silent \(100% of it is below -60 dBFS\)"):
+        decode_row({"waveform": hiss, "sampling_rate": 16_000}, silence=silence)
+    assert decode_row({"audio_base64": zeros})[0].shape == (16_000, 1)  # no settings: no test
+    assert decode_row({"audio_base64": wav_base64(tone(), 16_000)}, silence=silence)[1] == 16_000
+
+
 def test_pyfunc_raises_invalid_parameter_value_and_refuses_paths_when_served(demo_features, monkeypatch):
     model = EmotionPyfunc()
     model.predictor = fit_tiny_predictor(demo_features / "data" / "features")
@@ -61,6 +83,16 @@ def test_pyfunc_raises_invalid_parameter_value_and_refuses_paths_when_served(dem
         model.predict(None, pd.DataFrame({"audio_base64": [wav_base64(tone(), 16_000), garbage]}))
     assert caught.value.get_http_status_code() == 400
     assert "input row 1: audio_base64: not a readable WAV/FLAC file" in caught.value.message
+    silent = wav_base64(np.zeros(16_000, np.float32), 16_000)
+    with pytest.raises(MlflowException) as caught:
+        model.predict(None, pd.DataFrame({"audio_base64": [wav_base64(tone(), 16_000), silent]}))
+    assert caught.value.get_http_status_code() == 400
+    assert caught.value.message == (
+        "input row 1: audio_base64: the clip is silent (every sample is zero); "
+        "record or upload one with speech in it"
+    )
+    model.silence_dbfs = None  # model_config {"silence_dbfs": null} lifts the test
+    assert len(model.predict(None, pd.DataFrame({"audio_base64": [silent]}))) == 1
     with pytest.raises(MlflowException, match="no input rows"):
         model.predict(None, pd.DataFrame({"audio_base64": []}))
 
@@ -168,3 +200,13 @@ def test_served_model_answers_base64_wav_and_rejects_bad_input_with_400(
 
     status, body = post(server, {"dataframe_split": {"columns": ["path"], "data": [[str(wav)]]}})
     assert status == 400 and "path inputs are disabled on this server" in body["message"]
+
+    silent = wav_base64(np.zeros(48_000, np.float32), 48_000)
+    status, body = post(
+        server, {"dataframe_split": {"columns": ["audio_base64"], "data": [[clip], [silent]]}}
+    )
+    assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert (  # MLflow's server puts its own "Failed to predict data ..." before the model's message
+        "input row 1: audio_base64: the clip is silent (every sample is zero); "
+        "record or upload one with speech in it"
+    ) in body["message"]

@@ -13,6 +13,8 @@ the MLflow UI (``ravdess-emotion`` with its ``champion``) to reports/.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -51,7 +53,7 @@ def browser(profile: Path):
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
-    options.add_argument("--window-size=1500,1000")
+    options.add_argument("--window-size=1500,1100")
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER)))
 
 
@@ -85,6 +87,38 @@ def mlflow_ui(project: Path, port: int, log_path: Path) -> subprocess.Popen:
     return process
 
 
+def take_screenshots(work: Path, port: int) -> list[str]:
+    """Prefect UI (deployments, the incremental retrain's artifact) and MLflow registry, to reports/."""
+    import httpx
+
+    driver = browser(work / "chromium")
+    if driver is None:
+        print("no Chromium: screenshots skipped")
+        return []
+    ui = f"http://127.0.0.1:{port}"
+    run_id = json.loads((work / "runs.json").read_text())["one actor added"]
+    query = {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    (artifact,) = httpx.post(f"{ui}/api/artifacts/filter", json=query, timeout=10).json()
+    mlflow_port = free_port()
+    tracker = mlflow_ui(work / "project", mlflow_port, work / "mlflow.log")
+    pages = [
+        (f"{ui}/deployments", "predict-batch", "prefect_deployments.png"),
+        (f"{ui}/artifacts/artifact/{artifact['id']}", "Retrain summary", "prefect_retrain_artifact.png"),
+        (f"http://127.0.0.1:{mlflow_port}/#/models/ravdess-emotion", "champion", "mlflow_registry.png"),
+    ]
+    shots = []
+    try:
+        for url, text, name in pages:
+            if screenshot(driver, url, text, ROOT / "reports" / name):
+                shots.append(name)
+            else:
+                print(f"{url}: '{text}' never appeared; no screenshot")
+    finally:
+        driver.quit()
+        stop(tracker)
+    return shots
+
+
 def summary_line(text: str, label: str) -> str:
     return next(
         (line.split(f"**{label}**: ", 1)[1] for line in text.splitlines() if f"**{label}**" in line), ""
@@ -96,7 +130,18 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=8)
     parser.add_argument("--models", default="rf,svm,logreg,mlp")
     parser.add_argument("--no-screenshots", action="store_true")
+    parser.add_argument(
+        "--screenshots-only", type=Path, metavar="WORK", help="retake screenshots of an earlier run's folder"
+    )
     args = parser.parse_args()
+    if args.screenshots_only:
+        port = free_port()
+        server = start_prefect_server(args.screenshots_only / "prefect-home", port)
+        try:
+            print("screenshots:", take_screenshots(args.screenshots_only, port))
+        finally:
+            stop(server)
+        return
     from mlflow import MlflowClient
 
     from components.synth import write_corpus
@@ -128,6 +173,7 @@ def main() -> None:
             started = time.perf_counter()
             run, text = retrain_via_api(api, timeout_s=3600)
             wall = time.perf_counter() - started
+            load = os.getloadavg()[1]  # 5-minute load average: other work on the machine slows runs
             if not run.state.is_completed():
                 raise SystemExit(f"{case}: retrain ended {run.state.type.value}: {run.state.message}")
             texts[case], runs[case] = text, run
@@ -135,6 +181,7 @@ def main() -> None:
                 {
                     "case": case,
                     "wall s": f"{wall:.1f}",
+                    "load": f"{load:.1f}",
                     "dvc repro s": summary_line(text, "dvc repro").removesuffix(" s"),
                     "stages re-run": summary_line(text, "Stages re-run"),
                     "featurize": summary_line(text, "Featurize") or "(skipped)",
@@ -147,37 +194,8 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
 
-        shots = []
-        if not args.no_screenshots:
-            driver = browser(work / "chromium")
-            if driver is None:
-                print("no Chromium: screenshots skipped")
-            else:
-                ui = f"http://127.0.0.1:{port}"
-                mlflow_port = free_port()
-                tracker = mlflow_ui(project, mlflow_port, work / "mlflow.log")
-                try:
-                    pages = [
-                        (f"{ui}/deployments", "predict-batch", "prefect_deployments.png"),
-                        (
-                            f"{ui}/runs/flow-run/{runs['one actor added'].id}?tab=Artifacts",
-                            "retrain-summary",
-                            "prefect_retrain_run.png",
-                        ),
-                        (
-                            f"http://127.0.0.1:{mlflow_port}/#/models/ravdess-emotion",
-                            "champion",
-                            "mlflow_registry.png",
-                        ),
-                    ]
-                    for url, text, name in pages:
-                        if screenshot(driver, url, text, ROOT / "reports" / name):
-                            shots.append(name)
-                        else:
-                            print(f"{url}: '{text}' never appeared; no screenshot")
-                finally:
-                    driver.quit()
-                    stop(tracker)
+        (work / "runs.json").write_text(json.dumps({case: str(run.id) for case, run in runs.items()}))
+        shots = [] if args.no_screenshots else take_screenshots(work, port)
     finally:
         stop(served)
         stop(server)
@@ -199,7 +217,9 @@ def main() -> None:
         format_table(rows, list(rows[0])),
         "",
         "*wall s*: from the API call to the run's completion (the served process starts each run in a "
-        "subprocess). The no-change run still starts DVC and the `ingest` check.",
+        "subprocess). The no-change run still starts DVC and the `ingest` check. *load*: the machine's "
+        "5-minute load average when the run ended (2 cores: above 2, other work was slowing it down). "
+        "`train` is not incremental: every model is refitted on all clips; featurize is.",
         "",
         "## The incremental run's artifact",
         "",

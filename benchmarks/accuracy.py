@@ -245,7 +245,10 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "One fit on the 10 training actors of fold 1 (speech and song, 1037 clips) on one thread, and",
         "the raw-audio predictor (the object the registered pyfunc wraps) on single 16 kHz clips of",
         "the two test actors on one thread: features from samples, then the model; median of "
-        f"{N_TIMED_CLIPS} clips.",
+        f"{N_TIMED_CLIPS} clips. The machine was shared and busy (load average 4–8 on 2 cores during these",
+        "runs), which inflates single-thread latency several-fold; eGeMAPS (openSMILE) is most of it",
+        "(reports/featurize.md: 26 clips/s on one core, about 38 ms a clip, against a few ms for",
+        "the hand-made set and the log-mel).",
         "",
         format_table(cost, list(cost[0])) if cost else "(not timed)",
         "",

@@ -71,6 +71,26 @@ def prefect_harness() -> Iterator[None]:
             os.environ.pop("PREFECT_API_URL", None)
 
 
+@pytest.fixture(autouse=True)
+def forget_tracking_uri() -> Iterator[None]:
+    """After each test, forget MLflow's global tracking URI and restore ``MLFLOW_TRACKING_URI``.
+
+    A flow's ``mlflow.set_tracking_uri`` sets a module global (and the variable) that outlives
+    the test: a later test's store given by the variable alone would be ignored for it. Set up
+    before ``monkeypatch``, so this runs after it has undone the test's own variable.
+    """
+    import sys
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:  # a test that never imported MLflow set nothing
+        sys.modules["mlflow"].set_tracking_uri(None)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory) -> Path:
     """A migrated, empty MLflow SQLite store (migrating a fresh one costs about 10 s)."""

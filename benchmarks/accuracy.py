@@ -232,7 +232,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "## Summary",
         "",
         "Accuracy / UAR (actor-kfold: mean ± sd of accuracy over folds), sorted by actor-kfold all",
-        "without speaker normalisation, the setting the pipeline registers models under.",
+        "without speaker normalisation, the setting the pipeline registers models under; – : not run.",
         "",
         format_table(summary, list(summary[0])) if summary else "(no results yet)",
         "",

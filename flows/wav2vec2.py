@@ -51,6 +51,7 @@ from components.metrics import compute_metrics, format_table, plot_confusion, su
 from components.protocols import Split, actor_kfold, make_splits, select_subset
 from components.ravdess import EMOTIONS
 from components.serving import MODEL_CONFIG
+from components.wav2vec2.checkpoint import LAST
 from components.wav2vec2.embed import (
     ATTRS_KEY,
     HEADS,
@@ -72,7 +73,7 @@ from components.wav2vec2.model import SAMPLING_RATE, build_classifier
 from components.wav2vec2.predict import resolve_device
 from components.wav2vec2.pretrained import PretrainedUnavailable, resolve_pretrained
 from components.wav2vec2.serving import Wav2Vec2Predictor, Wav2Vec2Pyfunc
-from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
+from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, write_text
 from flows.model_io import CODE_DIR, REQUIREMENTS, input_example, signature
 from flows.params import load_params
 from flows.paths import FEATURES_DIR, METRICS_DIR
@@ -270,8 +271,24 @@ def prepare_checkpoints(folder: Path, key: str) -> None:
     if marker.exists() and marker.read_text() != key:
         get_run_logger().warning("wav2vec2: %s holds another run's checkpoints; starting afresh", folder)
         shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(key)
+    write_text(marker, key)  # atomic: a run killed mid-write must not leave a half key that wipes them
+
+
+def resume_point(folder: Path) -> tuple[int, int] | None:
+    """Epochs and batches of the next epoch a fold's ``last.pt`` holds; None: nothing to resume.
+
+    Only the progress counters are read (the weights stay memory-mapped, untouched); an
+    unreadable file is None here and ``finetune`` says what is wrong with it.
+    """
+    path = folder / LAST
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        epoch, batch = int(state["epoch"]), int(state.get("batch_in_epoch", 0))
+    except Exception:  # truncated or foreign: finetune's own check raises the message
+        return None
+    return (epoch, batch) if epoch or batch else None
 
 
 @task(cache_policy=NONE)
@@ -291,6 +308,17 @@ def finetune_split(
             "set evaluate.n_val_actors to 1 or more"
         )
     prepare_checkpoints(checkpoint_dir, key)
+    resumed = resume_point(checkpoint_dir)
+    if resumed is not None:
+        epoch, batch = resumed
+        within = f", batch {batch}" if batch else ""
+        get_run_logger().info(
+            "resuming %s from epoch %d%s (checkpoint %s)",
+            checkpoint_dir.name,
+            epoch,
+            within,
+            checkpoint_dir / LAST,
+        )
     torch.manual_seed(settings.seed)
     model = build_classifier(folder, len(EMOTIONS), **settings.model_options())
     return model, finetune(model, train, val, settings, checkpoint_dir, resume=True, log=log)

@@ -184,6 +184,7 @@ def predict_cmd(
         format_summary,
         predict_files,
         set_torch_threads,
+        silence_settings,
         summarize,
         write_results_csv,
         write_results_json,
@@ -202,8 +203,9 @@ def predict_cmd(
             f"{about['tags'].get('model_name', '?')}, clip {loaded.clip_dur:g} s",
             err=True,
         )
+    silence = silence_settings(params)  # the params file given, not the working folder's
     results = missing + predict_files(
-        paths, loaded.predict_signals, loaded.clip_dur, hop, long, batch_size, progress
+        paths, loaded.predict_signals, loaded.clip_dur, hop, long, batch_size, progress, silence=silence
     )
     typer.echo(format_results(results, show_windows=windows))
     summary = summarize(results)

@@ -117,7 +117,7 @@ def evaluate_version(
     from prefect.artifacts import create_markdown_artifact
 
     from flows.ingest import stage_source
-    from flows.predict import predict_files, summarize, write_results_csv
+    from flows.predict import predict_files, silence_settings, summarize, write_results_csv
     from flows.predict_batch import load_registered
     from flows.tracking import experiment_id, scalar_metrics, start_run, store_uri
 
@@ -133,9 +133,10 @@ def evaluate_version(
             where = f"actors {actors}" if protocol == "holdout" else "any actor"
             raise SerError(f"{source}: no {subset} clips of {where} to evaluate on")
         loaded = load_registered(model, project)
-        results = predict_files(
-            [c.location for c in clips], loaded.predict_signals, loaded.clip_dur, progress=False
-        )
+        silence = silence_settings(project / "params.yaml")
+        locations = [c.location for c in clips]
+        score, clip_dur = loaded.predict_signals, loaded.clip_dur
+        results = predict_files(locations, score, clip_dur, progress=False, silence=silence)
     summary = summarize(results)
     if summary is None:
         raise SerError(f"{source}: none of the {len(clips)} clips could be scored (see the log)")

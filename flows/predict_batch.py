@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from components.errors import SerError
 from flows.common import fail_cleanly, project_root
 from flows.params import load_params
-from flows.predict import find_audio, predict_files, summarize, write_results_csv
+from flows.predict import find_audio, predict_files, silence_settings, summarize, write_results_csv
 
 CHAMPION_URI = "models:/ravdess-emotion@champion"
 
@@ -73,8 +73,9 @@ def predict_batch(
         raise SerError(missing[0].error if missing else f"{folder}: no audio files")
     loaded = load_registered(model, project)
     about = loaded.description
+    silence = silence_settings(project / "params.yaml")
     results = predict_files(
-        paths, loaded.predict_signals, loaded.clip_dur, batch_size=batch_size, progress=False
+        paths, loaded.predict_signals, loaded.clip_dur, batch_size=batch_size, progress=False, silence=silence
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = resolve(output_dir, project) / f"predictions_{stamp}.csv"

@@ -23,7 +23,7 @@ def refit(spec: ModelSpec, subset_data: Any, settings: dict[str, Any]) -> Any:
     fold = actor_kfold(
         subset_data.labels, n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"]
     )[0]
-    val = fold.val if spec.uses_logmel else np.array([], dtype=int)
+    val = fold.val if spec.early_stops else np.array([], dtype=int)
     train = np.setdiff1d(np.arange(len(subset_data)), val)
     return fit_on_rows(spec, subset_data, train, val)
 

@@ -221,13 +221,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args()
 
+    from components.evaluate import ModelSpec
     from flows.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     thread_counts = [int(n) for n in args.threads.split(",")]
-    sets = sorted({s for n in names for s in params[n].get("features", ["handmade"])})
-    if any(params[n].get("kind", n).startswith("cnn") for n in names):
+    specs = {n: ModelSpec.from_params(n, params[n]) for n in names}  # ensembles: their members' sets
+    sets = sorted({s for spec in specs.values() for s in spec.stats_sets})
+    if any(spec.uses_logmel for spec in specs.values()):
         sets.append("logmel")
     rows, cold = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
@@ -243,8 +245,8 @@ def main() -> None:
             started = time.perf_counter()
             uri = register_in(store, workdir, name, fit_predictor(name, features, args.epochs))
             fitted = time.perf_counter() - started
-            deep = params[name].get("kind", name).startswith("cnn")
-            features_used = "+".join(["logmel"] * deep + params[name].get("features", ["handmade"]))
+            deep = specs[name].uses_logmel
+            features_used = "+".join(["logmel"] * deep + list(specs[name].stats_sets))
             for threads in thread_counts if deep else [1]:
                 timing = time_model(uri, clips, args.repeats, threads)
                 rows.append(

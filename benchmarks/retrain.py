@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +31,9 @@ from tests.conftest import (  # noqa: E402
     free_port,
     make_clone,
     serve_deployments,
+    start_mlflow_server,
     start_prefect_server,
     stop,
-    wait_until_up,
 )
 from tests.test_deploy import retrain_via_api  # noqa: E402
 
@@ -70,23 +69,6 @@ def screenshot(driver, url: str, text: str, path: Path, timeout: float = 60) -> 
     return False
 
 
-def mlflow_ui(project: Path, port: int, log_path: Path) -> subprocess.Popen:
-    """``make mlflow-ui`` on the copy's store."""
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    command += ["--backend-store-uri", f"sqlite:///{project / 'mlflow' / 'mlflow.db'}", "--workers", "1"]
-    command += ["--default-artifact-root", str(project / "mlflow" / "artifacts")]
-    process = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    wait_until_up(f"http://127.0.0.1:{port}/health", process, log_path)
-    return process
-
-
 def take_screenshots(work: Path, port: int) -> list[str]:
     """Prefect UI (deployments, the incremental retrain's artifact) and MLflow registry, to reports/."""
     import httpx
@@ -100,7 +82,8 @@ def take_screenshots(work: Path, port: int) -> list[str]:
     query = {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     (artifact,) = httpx.post(f"{ui}/api/artifacts/filter", json=query, timeout=10).json()
     mlflow_port = free_port()
-    tracker = mlflow_ui(work / "project", mlflow_port, work / "mlflow.log")
+    store = work / "project" / "mlflow"  # what make mlflow-ui serves, on the copy's store
+    tracker = start_mlflow_server(store / "mlflow.db", store / "artifacts", mlflow_port, work / "mlflow.log")
     pages = [
         (f"{ui}/deployments", "predict-batch", "prefect_deployments.png"),
         (f"{ui}/artifacts/artifact/{artifact['id']}", "Retrain summary", "prefect_retrain_artifact.png"),

@@ -117,8 +117,8 @@ def evaluate_version(
     from prefect.artifacts import create_markdown_artifact
 
     from flows.ingest import stage_source
+    from flows.model_io import load_model, use_store
     from flows.predict import predict_files, silence_settings, summarize, write_results_csv
-    from flows.predict_batch import load_registered
     from flows.tracking import experiment_id, scalar_metrics, start_run, store_uri
 
     logger = get_run_logger()
@@ -132,7 +132,8 @@ def evaluate_version(
         if not clips:
             where = f"actors {actors}" if protocol == "holdout" else "any actor"
             raise SerError(f"{source}: no {subset} clips of {where} to evaluate on")
-        loaded = load_registered(model, project)
+        use_store(project / "params.yaml")
+        loaded = load_model(model)
         silence = silence_settings(project / "params.yaml")
         locations = [c.location for c in clips]
         score, clip_dur = loaded.predict_signals, loaded.clip_dur

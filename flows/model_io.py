@@ -79,6 +79,9 @@ DEFAULT_CLIP_DUR = 4.0  # a model that is not an EmotionPyfunc does not say its 
 def use_store(params_file: str | Path, required: bool = True) -> str | None:
     """Point MLflow at the project's store: ``MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``.
 
+    A relative SQLite path in params.yaml is taken relative to the params file's folder (the
+    project root), so a deployed flow finds the store whatever its working folder.
+
     Args:
         params_file: The params file naming the store.
         required: Fail when neither names a store (a model given by folder needs none).
@@ -92,9 +95,11 @@ def use_store(params_file: str | Path, required: bool = True) -> str | None:
     """
     import mlflow
 
+    from flows.tracking import store_uri
+
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri and Path(params_file).is_file():
-        uri = load_params(params_file)["tracking"]["tracking_uri"]
+    if not uri and Path(params_file).is_file():  # a relative SQLite path is relative to the project
+        uri = store_uri(load_params(params_file)["tracking"], Path(params_file).resolve().parent)
     if not uri:
         if required:
             raise SerError(

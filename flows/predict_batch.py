@@ -14,24 +14,11 @@ from prefect import flow, get_run_logger
 
 from components.errors import SerError
 from flows.common import fail_cleanly, project_root
-from flows.params import load_params
+from flows.model_io import load_model, use_store
+from flows.paths import PARAMS_FILE
 from flows.predict import find_audio, predict_files, silence_settings, summarize, write_results_csv
 
 CHAMPION_URI = "models:/ravdess-emotion@champion"
-
-
-def load_registered(model: str, project: Path) -> Any:
-    """Load ``model`` from the project's MLflow store (``MLFLOW_TRACKING_URI`` wins, as everywhere)."""
-    import mlflow
-
-    from flows.model_io import load_model
-    from flows.tracking import store_uri
-
-    uri = store_uri(load_params(project / "params.yaml")["tracking"], project)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise SerError(f"{uri}: no MLflow store there; train a model first (make run)")
-    mlflow.set_tracking_uri(uri)
-    return load_model(model)
 
 
 def resolve(path: str, project: Path) -> Path:
@@ -71,9 +58,10 @@ def predict_batch(
     paths, missing = find_audio([str(folder)])
     if not paths:
         raise SerError(missing[0].error if missing else f"{folder}: no audio files")
-    loaded = load_registered(model, project)
+    use_store(project / PARAMS_FILE)
+    loaded = load_model(model)
     about = loaded.description
-    silence = silence_settings(project / "params.yaml")
+    silence = silence_settings(project / PARAMS_FILE)
     results = predict_files(
         paths, loaded.predict_signals, loaded.clip_dur, batch_size=batch_size, progress=False, silence=silence
     )

@@ -256,7 +256,8 @@ def summary_markdown(summary: dict[str, Any], primary_metric: str) -> str:
     data = summary["data_version"]
     lines = ["# Retrain summary", ""]
     if data["changed"]:
-        lines.append(f"- **Data**: {data['before'] or 'none'} → `{data['after']}`")
+        before = f"`{data['before']}`" if data["before"] else "none"
+        lines.append(f"- **Data**: {before} → `{data['after']}`")
     else:
         lines.append(f"- **Data**: unchanged (`{data['after']}`)")
     for change in summary["params_changed"]:

@@ -140,41 +140,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_mlflow_server(db: Path, artifacts: Path, port: int, log_path: Path) -> Any:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` over the SQLite store ``db``, once it answers."""
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{db}", "--workers", "1"]
+    command += ["--artifacts-destination", str(artifacts)]
+    server = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    wait_until_up(f"http://127.0.0.1:{port}/health", server, log_path)
+    return server
+
+
 @pytest.fixture
 def mlflow_server(tmp_path, mlflow_template, monkeypatch) -> Iterator[str]:
     """A real ``mlflow server`` process on a free 127.0.0.1 port; yields its URL (also in the env)."""
     import shutil
-    import subprocess
-    import sys
 
     shutil.copy(mlflow_template, tmp_path / "server.db")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-        "--workers",
-        "1",
-    ]
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    artifacts, log = tmp_path / "server-artifacts", tmp_path / "server.log"
+    server = start_mlflow_server(tmp_path / "server.db", artifacts, port, log)
     try:
-        wait_until_up(f"{url}/health", server, tmp_path / "server.log")
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         monkeypatch.chdir(tmp_path)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        stop(server)
 
 
 def make_clone(target: Path, mlflow_template: Path, n_actors: int = 3) -> Path:

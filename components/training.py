@@ -60,20 +60,44 @@ class TrainResult:
 
 
 class SpecAugment:
-    """SpecAugment-style masking: ``n_masks`` frequency and time bands per clip set to 0 (the mean).
+    """SpecAugment-style masking, plus optional mel-axis shifts and time stretches.
+
+    Masks set ``n_masks`` frequency and time bands per clip to 0 (the mean). A mel shift moves
+    each clip's spectrum up or down by up to ``freq_shift`` bins (edge bins repeated), a cheap
+    stand-in for pitch and vocal-tract-length perturbation; a time stretch resamples the whole
+    batch's time axis by a factor within ``1 ± time_stretch`` (cut or edge-padded back to its
+    length), a stand-in for speed perturbation.
 
     Args:
         freq_mask: Widest frequency band masked, in mel bins.
         time_mask: Widest time band masked, in frames.
         n_masks: Bands of each kind per clip.
+        freq_shift: Largest mel-bin shift per clip; 0 = off.
+        time_stretch: Largest relative change of the batch's duration; 0 = off.
     """
 
-    def __init__(self, freq_mask: int = 8, time_mask: int = 20, n_masks: int = 1):
+    def __init__(
+        self,
+        freq_mask: int = 8,
+        time_mask: int = 20,
+        n_masks: int = 1,
+        freq_shift: int = 0,
+        time_stretch: float = 0.0,
+    ):
         self.freq_mask, self.time_mask, self.n_masks = freq_mask, time_mask, n_masks
+        self.freq_shift, self.time_stretch = freq_shift, time_stretch
 
     def __call__(self, logmel: Tensor, generator: torch.Generator) -> Tensor:
-        """A masked copy of a standardised batch ``[B, n_mels, T]``."""
+        """An augmented copy of a standardised batch ``[B, n_mels, T]``."""
         out = logmel.clone()
+        if self.time_stretch > 0:
+            out = stretch_time(
+                out, 1 + (2 * torch.rand(1, generator=generator).item() - 1) * self.time_stretch
+            )
+        if self.freq_shift > 0:
+            out = shift_mels(
+                out, torch.randint(-self.freq_shift, self.freq_shift + 1, (len(out),), generator=generator)
+            )
         batch, n_mels, n_frames = out.shape
         for axis, size, widest in ((1, n_mels, self.freq_mask), (2, n_frames, self.time_mask)):
             for _ in range(self.n_masks):
@@ -83,6 +107,24 @@ class SpecAugment:
                 band = (index >= start) & (index < start + width)  # [B, size]
                 out.masked_fill_(band[:, :, None] if axis == 1 else band[:, None, :], 0.0)
         return out
+
+
+def shift_mels(logmel: Tensor, shifts: Tensor) -> Tensor:
+    """Each clip's mel axis moved by its own shift (positive = up), edge bins repeated."""
+    n_mels = logmel.shape[1]
+    source = (torch.arange(n_mels)[None] - shifts[:, None]).clamp(0, n_mels - 1)  # [B, n_mels]
+    return torch.gather(logmel, 1, source[:, :, None].expand(-1, -1, logmel.shape[2]))
+
+
+def stretch_time(logmel: Tensor, factor: float) -> Tensor:
+    """The batch resampled to ``factor`` times its length (linear), then cut or edge-padded back."""
+    n_frames = logmel.shape[2]
+    stretched = nn.functional.interpolate(
+        logmel, size=max(1, round(n_frames * factor)), mode="linear", align_corners=False
+    )
+    if stretched.shape[2] >= n_frames:
+        return stretched[:, :, :n_frames].contiguous()
+    return nn.functional.pad(stretched, (0, n_frames - stretched.shape[2]), mode="replicate")
 
 
 def predict_logits(model: nn.Module, data: TensorData, device: str = "cpu") -> Tensor:
@@ -130,6 +172,7 @@ def train_torch(
     class_weighted: bool = True,
     monitor: str = "recall",
     max_grad_norm: float | None = 5.0,
+    mixup: float = 0.0,
 ) -> TrainResult:
     """Train ``model`` in place and restore its best validation state.
 
@@ -151,6 +194,8 @@ def train_torch(
         class_weighted: Weight the cross-entropy by inverse class frequency in ``train``.
         monitor: ``"recall"`` (validation macro recall, higher is better) or ``"loss"`` (lower is better).
         max_grad_norm: Gradient-norm clip, which keeps the recurrent layers stable; None = off.
+        mixup: Beta(α, α) parameter of mixup (each batch blended with a shuffled copy of itself,
+            inputs and targets alike); 0 = off.
 
     Returns:
         The run's :class:`TrainResult`; the model holds the weights of ``best_epoch``.
@@ -164,8 +209,11 @@ def train_torch(
         raise SerError(
             f"nothing to train: {len(train)} training, {len(val)} validation clips, {epochs} epochs"
         )
+    if mixup < 0:
+        raise SerError(f"mixup must be 0 (off) or a positive Beta parameter, got {mixup}")
     torch.manual_seed(seed)  # dropout
     generator = torch.Generator().manual_seed(seed)  # batch order and augmentation
+    mixing = np.random.default_rng(seed)  # mixup's blend weights (torch's Beta takes no generator)
     model.to(device)
     n_classes = int(getattr(model, "n_classes", int(max(train.y.max(), val.y.max())) + 1))
     weights = class_weights(train.y, n_classes).to(device) if class_weighted else None
@@ -186,8 +234,20 @@ def train_torch(
             logmel = train.logmel[idx]
             if augment is not None:
                 logmel = augment(logmel, generator)
-            stats = train.stats[idx].to(device) if train.stats is not None else None
-            loss = criterion(model(logmel.to(device), stats), train.y[idx].to(device))
+            stats = train.stats[idx] if train.stats is not None else None
+            targets = train.y[idx].to(device)
+            if mixup > 0:
+                weight, partner = (
+                    float(mixing.beta(mixup, mixup)),
+                    torch.randperm(len(idx), generator=generator),
+                )
+                logmel = weight * logmel + (1 - weight) * logmel[partner]
+                stats = None if stats is None else weight * stats + (1 - weight) * stats[partner]
+            stats = None if stats is None else stats.to(device)
+            logits = model(logmel.to(device), stats)
+            loss = criterion(logits, targets)
+            if mixup > 0:
+                loss = weight * loss + (1 - weight) * criterion(logits, targets[partner.to(device)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 import torch
 
@@ -12,6 +13,7 @@ from components.dataset import load_dataset
 from components.evaluate import ModelSpec, evaluate_splits, fit_on_rows
 from components.features.sets import extract_params
 from components.protocols import actor_kfold
+from components.ravdess import EMOTIONS
 from components.serving import EmotionPredictor
 from flows.params import load_params
 from tests.conftest import ROOT
@@ -60,3 +62,34 @@ def test_classical_model_with_log_mel_functionals_trains_on_validation_actors_to
     for fold, split in zip(result.folds, splits, strict=True):
         assert fold.n_train == len(split.train) + len(split.val)
     assert result.summary["accuracy_mean"] > 0.25
+
+
+def test_logreg_compare_section_reads_compare_features_and_serves_raw_audio(demo_features, tmp_path):
+    from components.errors import SerError
+    from components.featurize import featurize
+
+    params = load_params(ROOT / "params.yaml")
+    spec = ModelSpec.from_params("logreg_compare", params["logreg_compare"])
+    assert spec.stats_sets == ("handmade", "egemaps", "compare") and not spec.uses_logmel
+    try:
+        load_dataset(demo_features / "data" / "features", spec.stats_sets, False)
+    except SerError as error:
+        assert "add egemaps to featurize.feature_sets" in str(error)
+    else:
+        raise AssertionError("a missing feature table must be named")
+    clips = pd.read_parquet(demo_features / "data" / "metadata" / "clips.parquet")
+    clips = clips[clips["actor"].isin([1, 2, 3])]  # 3 actors keep openSMILE's ComParE pass short
+    extract = extract_params(params["preprocess"], params["featurize"])
+    featurize(clips, tmp_path, list(spec.stats_sets), extract, n_jobs=2, progress=False)
+    data = load_dataset(tmp_path, spec.stats_sets, False)
+    assert data.stats["compare"].shape == (len(clips), 6373)
+    splits = actor_kfold(data.labels, n_folds=3, n_val_actors=1)
+    result = evaluate_splits(spec, data, splits, "actor-kfold", "all")
+    assert result.summary["accuracy_mean"] > 0.25  # chance is 1/8
+
+    model = fit_on_rows(spec, data, splits[0].train, splits[0].val)
+    predictor = EmotionPredictor(model, spec.stats_sets, False, extract, {"model": "logreg_compare"})
+    wav = sorted((demo_features / "data" / "raw" / "speech").rglob("*.wav"))[0]
+    signal, rate = sf.read(wav, dtype="float32")
+    table = predictor.predict_signals([(signal, rate)])
+    assert table["label"].iloc[0] in {EMOTIONS[code] for code in data.labels["emotion"]}

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from components.errors import SerError
-from components.features import egemaps, handmade, logmel, sets, spectral, waveform
+from components.features import compare, egemaps, handmade, logmel, sets, spectral, waveform
 from tests.conftest import ROOT, tone
 
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -45,7 +45,8 @@ def test_every_set_has_its_documented_shape_and_finite_values(sampling_rate):
     assert out["logmel"].shape == logmel.output_shape(sampling_rate, **kwargs)
     assert out["logmel"].dtype == np.float16
     assert out["waveform"].shape == signal.shape and out["waveform"].dtype == np.int16
-    for name in ("handmade", "egemaps"):
+    assert out["compare"].shape == (compare.N_FEATURES,) == (len(compare.feature_names()),)
+    for name in ("handmade", "egemaps", "compare"):
         assert out[name].dtype == np.float32
     for values in out.values():
         assert np.isfinite(values.astype(np.float32)).all()
@@ -152,7 +153,7 @@ def test_egemaps_reused_engine_matches_the_public_api():
 def test_egemaps_falls_back_to_the_public_api_when_the_reused_engine_fails():
     signal = chirp(dur=1.0)
     egemaps.extract(signal, 16_000)  # builds this thread's engine
-    key = (16_000, os.getpid())
+    key = (egemaps.SET_NAME, 16_000, os.getpid())
 
     def broken(_signal):
         raise RuntimeError("native failure")
@@ -208,3 +209,12 @@ def test_chroma_on_float32_audio_does_not_crash_the_process():
     )
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     assert proc.stdout.strip() == "ok"
+
+
+def test_compare_functionals_match_the_public_api_and_keep_egemaps_apart():
+    signal = chirp(dur=1.0)
+    expected = np.asarray(egemaps.smile(compare.SET_NAME)(signal, 16_000), dtype=np.float32).reshape(-1)
+    for _ in range(2):  # the second call runs the reused engine after a reset
+        assert np.array_equal(compare.extract(signal, 16_000), expected, equal_nan=True)
+    assert len(set(compare.feature_names())) == compare.N_FEATURES
+    assert egemaps.extract(signal, 16_000).shape == (egemaps.N_FEATURES,)  # its own engine, not ComParE's

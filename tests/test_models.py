@@ -13,8 +13,16 @@ from torch import Tensor, nn
 from components.errors import SerError
 from components.models import MODEL_KINDS, TorchClassifier, build_classical, build_model, fit_model
 from components.models.logmel_stats import feature_names
-from components.models.nets import CNN, CRNN
-from components.training import SpecAugment, TensorData, class_weights, predict_logits, train_torch
+from components.models.nets import CNN, CRNN, AttentivePool
+from components.training import (
+    SpecAugment,
+    TensorData,
+    class_weights,
+    predict_logits,
+    shift_mels,
+    stretch_time,
+    train_torch,
+)
 
 N_MELS, N_FRAMES, N_CLASSES, N_STATS = 16, 24, 4, 6
 TINY_NET = {"n_filters": 8, "dense_units": 16, "dropout": 0.1}
@@ -73,13 +81,15 @@ def test_classical_rejects_unknown_kind_parameter_and_missing_stats() -> None:
 
 @pytest.mark.parametrize("n_frames", [1, 7, 64])
 @pytest.mark.parametrize("n_stats", [0, N_STATS])
-@pytest.mark.parametrize("arch", ["cnn", "lstm", "gru"])
+@pytest.mark.parametrize("arch", ["cnn", "lstm", "gru", "cnn-attention", "bilstm-attention"])
 def test_nets_give_one_logit_per_class_for_any_length(arch: str, n_stats: int, n_frames: int) -> None:
-    net = (
-        CNN(N_MELS, n_stats, 8, **TINY_NET)
-        if arch == "cnn"
-        else CRNN(N_MELS, n_stats, 8, arch, 8, **TINY_NET)
-    )
+    net = {
+        "cnn": lambda: CNN(N_MELS, n_stats, 8, **TINY_NET),
+        "cnn-attention": lambda: CNN(N_MELS, n_stats, 8, **TINY_NET, pooling="attention"),
+        "bilstm-attention": lambda: CRNN(
+            N_MELS, n_stats, 8, "lstm", 8, **TINY_NET, pooling="attention", bidirectional=True
+        ),
+    }.get(arch, lambda: CRNN(N_MELS, n_stats, 8, arch, 8, **TINY_NET))()
     stats = torch.randn(3, n_stats) if n_stats else None
     assert net(torch.randn(3, N_MELS, n_frames), stats).shape == (3, 8)
 
@@ -87,6 +97,8 @@ def test_nets_give_one_logit_per_class_for_any_length(arch: str, n_stats: int, n
 def test_nets_reject_a_bad_rnn_type_and_missing_stats() -> None:
     with pytest.raises(SerError, match="lstm, gru"):
         CRNN(N_MELS, 0, 8, rnn_type="rnn")
+    with pytest.raises(SerError, match="meanmax, attention"):
+        CNN(N_MELS, 0, 8, pooling="median")
     with pytest.raises(SerError, match="stats"):
         CNN(N_MELS, N_STATS, 8, **TINY_NET)(torch.randn(2, N_MELS, 10), None)
 
@@ -151,6 +163,73 @@ def test_spec_augment_masks_bands_without_touching_its_input() -> None:
     assert 0 < int((masked == 0).sum()) < masked.numel() // 2
 
 
+def test_mel_shift_and_time_stretch_move_the_spectrum_and_keep_the_shape() -> None:
+    clip = torch.arange(12.0).reshape(1, 4, 3)
+    shifted = shift_mels(torch.cat([clip, clip]), torch.tensor([1, -1]))
+    assert torch.equal(shifted[0, 1:], clip[0, :3]) and torch.equal(
+        shifted[0, 0], clip[0, 0]
+    )  # up, edge kept
+    assert torch.equal(shifted[1, :3], clip[0, 1:]) and torch.equal(shifted[1, 3], clip[0, 3])  # down
+    ramp = torch.linspace(0, 1, 40).repeat(2, 3, 1)  # [2, 3, 40]
+    slower, faster = stretch_time(ramp, 1.25), stretch_time(ramp, 0.8)
+    assert slower.shape == faster.shape == ramp.shape
+    assert float(slower[0, 0, 20]) < float(ramp[0, 0, 20]) < float(faster[0, 0, 20])
+    assert torch.equal(faster[:, :, -1], faster[:, :, 32])  # the shortened batch is edge-padded
+    augment = SpecAugment(freq_mask=0, time_mask=0, freq_shift=2, time_stretch=0.1)
+    batch = torch.randn(4, N_MELS, N_FRAMES)
+    first, second = (augment(batch, torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(first, second) and not torch.equal(first, batch) and first.shape == batch.shape
+
+
+def test_attentive_pool_weights_frames_and_ignores_padding_it_learns_to_skip() -> None:
+    pool = AttentivePool(channels=2, hidden=4)
+    maps = torch.tensor([[[1.0, 3.0, 0.0], [2.0, 2.0, 0.0]]])  # [1, 2 channels, 3 frames]
+    mean, std = pool(maps).split(2, dim=1)
+    weights = torch.softmax(pool.scorer(maps), dim=2)
+    assert torch.allclose(weights.sum(), torch.tensor(1.0))
+    assert torch.allclose(mean, (weights * maps).sum(dim=2))
+    assert bool((std >= 0).all())
+    with torch.no_grad():  # a scorer that hates the last frame: mean and sd of the first two only
+        for layer in pool.scorer:
+            if isinstance(layer, nn.Conv1d):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        pool.scorer[0].weight[0, 1, 0] = 1.0  # reads channel 1: equal on frames 1-2, low on 3
+        pool.scorer[2].weight[0, 0, 0] = 100.0
+    mean, std = pool(torch.tensor([[[1.0, 3.0, -5.0], [2.0, 2.0, -5.0]]])).split(2, dim=1)
+    assert torch.allclose(mean, torch.tensor([[2.0, 2.0]]), atol=1e-3)
+    assert torch.allclose(std, torch.tensor([[1.0, 0.0]]), atol=2e-3)
+
+
+def test_mixup_trains_seeded_and_changes_the_result() -> None:
+    X, y = separable()
+    X_val, y_val = separable(48, seed=1)
+
+    def run(mixup: float) -> tuple[list[float], Tensor]:
+        torch.manual_seed(0)
+        model = CNN(N_MELS, N_STATS, N_CLASSES, **TINY_NET)
+        result = train_torch(
+            model, tensors(X, y), tensors(X_val, y_val), epochs=6, lr=3e-3, patience=6, mixup=mixup, **LOOP
+        )
+        return result.history["train_loss"], predict_logits(model, tensors(X_val, y_val))
+
+    plain, mixed, again = run(0.0), run(0.4), run(0.4)
+    assert mixed[0] == again[0] and torch.equal(mixed[1], again[1])  # seeded
+    assert mixed[0] != plain[0]  # the blend reached the loss
+    assert (mixed[1].argmax(dim=1).numpy() == y_val).mean() >= 0.9  # and it still learns
+    with pytest.raises(SerError, match="mixup"):
+        train_torch(
+            CNN(N_MELS, N_STATS, N_CLASSES, **TINY_NET),
+            tensors(X, y),
+            tensors(X, y),
+            epochs=1,
+            lr=1e-3,
+            patience=1,
+            mixup=-1.0,
+            **LOOP,
+        )
+
+
 def deep(arch: str = "cnn", **train: object) -> TorchClassifier:
     arch_params = TINY_NET if arch == "cnn" else {**TINY_NET, "rnn_hidden": 8}
     return TorchClassifier(arch, arch_params, {"epochs": 2, "batch_size": 16, **train})
@@ -159,8 +238,8 @@ def deep(arch: str = "cnn", **train: object) -> TorchClassifier:
 @pytest.mark.parametrize("arch", ["cnn", "cnn_gru"])
 def test_same_seed_gives_identical_predictions(arch: str) -> None:
     X, y = separable(48)
-    first = deep(arch, augment=True).fit(X, y).predict_proba(X)
-    second = deep(arch, augment=True).fit(X, y).predict_proba(X)
+    first = deep(arch, augment=True, mixup=0.4).fit(X, y).predict_proba(X)
+    second = deep(arch, augment=True, mixup=0.4).fit(X, y).predict_proba(X)
     assert np.array_equal(first, second)
 
 

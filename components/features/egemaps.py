@@ -9,30 +9,34 @@ the installed opensmile allows it, one instance per process is reused instead, r
 between clips with ``smile_reset`` (documented in openSMILE's SMILEapi.h for exactly this),
 saving about 10 % per clip. That path uses opensmile internals, so it is checked once per
 process against the public API on a probe signal and dropped on any difference or error.
+
+The machinery takes any openSMILE functionals set by name (``smile(name)``,
+``functionals(...)``); :mod:`components.features.compare` uses it for ComParE_2016.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
 
 PARAMS: tuple[str, ...] = ()
 N_FEATURES = 88
+SET_NAME = "eGeMAPSv02"  # the opensmile.FeatureSet member
 _INT16_MAX = 32767 / 32768  # openSMILE multiplies by 32768 and casts to int16, wrapping above this
 _ENGINES = threading.local()  # a native instance must not be shared between threads
 
 
-@lru_cache(maxsize=1)
-def smile() -> Any:
-    """The process's ``opensmile.Smile`` for eGeMAPSv02 functionals (created once)."""
+@cache
+def smile(set_name: str = SET_NAME) -> Any:
+    """The process's ``opensmile.Smile`` for the functionals of ``set_name`` (created once per set)."""
     import opensmile  # imported on first use: about half a second
 
     return opensmile.Smile(
-        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+        feature_set=opensmile.FeatureSet[set_name], feature_level=opensmile.FeatureLevel.Functionals
     )
 
 
@@ -52,31 +56,37 @@ def extract(signal: np.ndarray, sampling_rate: int) -> np.ndarray:
         A float32 vector of 88 values named by :func:`feature_names`. openSMILE returns
         NaN for clips too short to analyse (well under the 0.5 s validation accepts).
     """
+    return functionals(signal, sampling_rate, SET_NAME, N_FEATURES)
+
+
+def functionals(signal: np.ndarray, sampling_rate: int, set_name: str, n_features: int) -> np.ndarray:
+    """The openSMILE functionals ``set_name`` (``n_features`` values) of one natural-length clip."""
     # Samples at or above +1.0 (a resampled full-scale clip) would wrap to -32768.
     safe = np.clip(signal, -1.0, _INT16_MAX).astype(np.float32, copy=False)
     engines = _thread_engines()
-    key = (sampling_rate, os.getpid())  # a forked child inherits the parent's thread locals
+    key = (set_name, sampling_rate, os.getpid())  # a forked child inherits the parent's thread locals
     if key not in engines:
-        engines[key] = _checked_engine(sampling_rate)
+        engines[key] = _checked_engine(sampling_rate, set_name, n_features)
     if engines[key] is not None:
         try:
             return engines[key](safe)
         except Exception:  # the engine's state is unknown now: let the public API handle this clip
             engines.pop(key)
-    return _public(safe, sampling_rate)
+    return _public(safe, sampling_rate, set_name)
 
 
-def _public(signal: np.ndarray, sampling_rate: int) -> np.ndarray:
-    return np.asarray(smile()(signal, sampling_rate), dtype=np.float32).reshape(-1)
+def _public(signal: np.ndarray, sampling_rate: int, set_name: str) -> np.ndarray:
+    return np.asarray(smile(set_name)(signal, sampling_rate), dtype=np.float32).reshape(-1)
 
 
 class _ReusedEngine:
     """One native openSMILE instance run clip after clip, as ``Smile._extract`` runs one."""
 
-    def __init__(self, sampling_rate: int) -> None:
+    def __init__(self, sampling_rate: int, set_name: str, n_features: int) -> None:
         from opensmile.core.config import config
 
-        public = smile()
+        public = smile(set_name)
+        self._n_features = n_features
         options = public._options()
         options.update(
             source=os.path.join(public.default_config_root, config.EXTERNAL_INPUT_CONFIG),
@@ -99,25 +109,28 @@ class _ReusedEngine:
         self._native.external_audio_source_set_eoi(self._source)
         self._native.run()
         if not rows:  # too short to analyse: Smile fills NaN as well
-            return np.full(N_FEATURES, np.nan, dtype=np.float32)
+            return np.full(self._n_features, np.nan, dtype=np.float32)
         return np.asarray(rows[0], dtype=np.float32).reshape(-1)
 
 
-def _thread_engines() -> dict[tuple[int, int], _ReusedEngine | None]:
-    """This thread's engines by (rate, pid); None where the public API is used instead."""
+def _thread_engines() -> dict[tuple[str, int, int], _ReusedEngine | None]:
+    """This thread's engines by (set, rate, pid); None where the public API is used instead."""
     if not hasattr(_ENGINES, "by_key"):
         _ENGINES.by_key = {}
     return _ENGINES.by_key
 
 
-def _checked_engine(sampling_rate: int) -> _ReusedEngine | None:
+def _checked_engine(sampling_rate: int, set_name: str, n_features: int) -> _ReusedEngine | None:
     """A new engine if it reproduces the public API on a probe signal, run twice; else None."""
     probe = np.sin(2 * np.pi * np.cumsum(np.linspace(100, 400, sampling_rate)) / sampling_rate) * 0.3
     probe = probe.astype(np.float32)
     try:
-        engine = _ReusedEngine(sampling_rate)
+        engine = _ReusedEngine(sampling_rate, set_name, n_features)
         results = [engine(probe), engine(probe[::-1].copy()), engine(probe)]  # the third checks the reset
-        expected = [_public(probe, sampling_rate), _public(probe[::-1].copy(), sampling_rate)]
+        expected = [
+            _public(probe, sampling_rate, set_name),
+            _public(probe[::-1].copy(), sampling_rate, set_name),
+        ]
     except Exception:  # opensmile internals may change in any way: then use the public API
         return None
     same = all(

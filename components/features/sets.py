@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from components.errors import SerError
-from components.features import egemaps, handmade, logmel, spectral, waveform
+from components.features import compare, egemaps, handmade, logmel, spectral, waveform
 
-FEATURE_SETS: tuple[str, ...] = ("handmade", "egemaps", "logmel", "waveform")
-SCALAR_SETS: tuple[str, ...] = ("handmade", "egemaps")  # one named float32 column per feature
+FEATURE_SETS: tuple[str, ...] = ("handmade", "egemaps", "logmel", "waveform", "compare")
+SCALAR_SETS: tuple[str, ...] = ("handmade", "egemaps", "compare")  # one named float32 column per feature
 LOAD_PARAMS: tuple[str, ...] = ("sampling_rate", "trim_top_db")  # how a clip is loaded: every set reads them
 _PREPROCESS_PARAMS: tuple[str, ...] = (*LOAD_PARAMS, "clip_dur")
 _MODULES: dict[str, ModuleType] = {
@@ -26,6 +26,7 @@ _MODULES: dict[str, ModuleType] = {
     "egemaps": egemaps,
     "logmel": logmel,
     "waveform": waveform,
+    "compare": compare,
 }
 _LOAD_CODE = ("components.audio", "components.discover")  # how every set's clips are read
 _CODE: dict[str, tuple[str, ...]] = {  # modules whose source the values depend on
@@ -33,12 +34,14 @@ _CODE: dict[str, tuple[str, ...]] = {  # modules whose source the values depend 
     "egemaps": ("components.features.egemaps",),
     "logmel": ("components.features.spectral", "components.features.logmel", "components.features.sets"),
     "waveform": ("components.features.waveform",),
+    "compare": ("components.features.compare", "components.features.egemaps"),
 }
 _LIBRARIES: dict[str, tuple[str, ...]] = {  # libraries whose upgrade may change the values
     "handmade": ("numpy", "scipy", "soxr"),
     "egemaps": ("opensmile", "soxr"),
     "logmel": ("numpy", "scipy", "soxr"),
     "waveform": ("soxr",),
+    "compare": ("opensmile", "soxr"),
 }
 
 
@@ -116,7 +119,7 @@ def _source_digest(modules: tuple[str, ...]) -> str:
 
 
 def feature_names(feature_set: str, params: Mapping[str, Any]) -> list[str]:
-    """Column names of a scalar set (``handmade``, ``egemaps``)."""
+    """Column names of a scalar set (``handmade``, ``egemaps``, ``compare``)."""
     module = _MODULES[feature_set]
     return module.feature_names(**{key: params[key] for key in module.PARAMS})
 

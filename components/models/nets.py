@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from components.errors import SerError
 
 RNN_TYPES = ("lstm", "gru")
+POOLINGS = ("meanmax", "attention")  # how a sequence becomes one vector: mean ‖ max, or attentive statistics
 FIXED_NET_ARGS = ("n_mels", "n_stats", "n_classes", "rnn_type")  # set by the data and the kind, not by params
 
 
@@ -37,6 +38,41 @@ def conv_block(
         nn.MaxPool1d(pool_size, ceil_mode=True),
         nn.Dropout(dropout),
     )
+
+
+class AttentivePool(nn.Module):
+    """Attentive statistics pooling (as in ECAPA-TDNN): attention-weighted mean ‖ standard deviation.
+
+    A small scorer weights each frame, so the summary dwells on the voiced, emotional frames
+    rather than on the silence and padding that a plain mean averages in.
+
+    Args:
+        channels: Channels of the sequence ``[B, channels, T]``.
+        hidden: Width of the scorer's hidden layer.
+    """
+
+    def __init__(self, channels: int, hidden: int = 64):
+        super().__init__()
+        self.scorer = nn.Sequential(nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1))
+
+    def forward(self, maps: Tensor) -> Tensor:
+        """``[B, 2 · channels]`` from ``maps [B, channels, T]``."""
+        weights = torch.softmax(self.scorer(maps), dim=2)  # [B, 1, T]
+        mean = (weights * maps).sum(dim=2)
+        variance = (weights * maps.square()).sum(dim=2) - mean.square()
+        return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=1)
+
+
+def make_pool(pooling: str, channels: int) -> nn.Module | None:
+    """The pooling module for ``pooling`` (None for ``meanmax``, which needs no weights)."""
+    if pooling not in POOLINGS:
+        raise SerError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+    return AttentivePool(channels) if pooling == "attention" else None
+
+
+def pool_sequence(maps: Tensor, pool: nn.Module | None) -> Tensor:
+    """``[B, 2C]`` from ``maps [B, C, T]``: mean ‖ max over time, or the attentive pool."""
+    return torch.cat([maps.mean(dim=2), maps.amax(dim=2)], dim=1) if pool is None else pool(maps)
 
 
 class Head(nn.Module):
@@ -71,6 +107,8 @@ class CNN(nn.Module):
         dropout: Dropout after each conv block and before the output layer.
         dense_units: Width of the stats branch and of the dense layer.
         pool_size: Max-pooling factor over time of each conv block.
+        pooling: ``"meanmax"`` (global mean ‖ max over time) or ``"attention"`` (attentive
+            statistics pooling, :class:`AttentivePool`).
     """
 
     def __init__(
@@ -83,6 +121,7 @@ class CNN(nn.Module):
         dropout: float = 0.3,
         dense_units: int = 128,
         pool_size: int = 2,
+        pooling: str = "meanmax",
     ):
         super().__init__()
         self.n_mels, self.n_stats, self.n_classes = n_mels, n_stats, n_classes
@@ -90,17 +129,16 @@ class CNN(nn.Module):
             conv_block(n_mels, n_filters, kernel_size, pool_size, dropout),
             conv_block(n_filters, n_filters, kernel_size, pool_size, dropout),
         )
+        self.pool = make_pool(pooling, n_filters)
         self.head = Head(2 * n_filters, n_stats, n_classes, dense_units, dropout)
 
     def forward(self, logmel: Tensor, stats: Tensor | None = None) -> Tensor:
         """Logits ``[B, n_classes]`` from ``logmel [B, n_mels, T]`` and ``stats [B, n_stats]`` or None."""
-        maps = self.features(logmel)
-        summary = torch.cat([maps.mean(dim=2), maps.amax(dim=2)], dim=1)
-        return self.head(summary, stats)
+        return self.head(pool_sequence(self.features(logmel), self.pool), stats)
 
 
 class CRNN(nn.Module):
-    """One conv block, then an LSTM or GRU over time; last ‖ mean hidden state; same head as the CNN.
+    """One conv block, then an LSTM or GRU over time, pooled; same head as the CNN.
 
     Args:
         n_mels: Mel bins of the input (the conv's input channels).
@@ -114,6 +152,9 @@ class CRNN(nn.Module):
         dense_units: Width of the stats branch and of the dense layer.
         pool_size: Max-pooling factor over time before the recurrent layer; a larger one shortens
             the sequence the (sequential, hence slow on CPU) recurrent layer walks.
+        pooling: ``"meanmax"`` (last ‖ mean hidden state, the original's) or ``"attention"``
+            (attentive statistics pooling over the hidden states).
+        bidirectional: Run the recurrent layer both ways (``rnn_hidden`` units each way).
 
     Raises:
         SerError: ``rnn_type`` is not one of :data:`RNN_TYPES`.
@@ -131,6 +172,8 @@ class CRNN(nn.Module):
         dropout: float = 0.3,
         dense_units: int = 128,
         pool_size: int = 4,
+        pooling: str = "meanmax",
+        bidirectional: bool = False,
     ):
         super().__init__()
         if rnn_type not in RNN_TYPES:
@@ -138,15 +181,20 @@ class CRNN(nn.Module):
         self.n_mels, self.n_stats, self.n_classes = n_mels, n_stats, n_classes
         self.features = conv_block(n_mels, n_filters, kernel_size, pool_size, dropout)
         rnn_class = nn.LSTM if rnn_type == "lstm" else nn.GRU
-        self.rnn = rnn_class(n_filters, rnn_hidden, batch_first=True)
+        self.rnn = rnn_class(n_filters, rnn_hidden, batch_first=True, bidirectional=bidirectional)
+        width = rnn_hidden * (2 if bidirectional else 1)
+        self.pool = make_pool(pooling, width)
         self.rnn_dropout = nn.Dropout(dropout)
-        self.head = Head(2 * rnn_hidden, n_stats, n_classes, dense_units, dropout)
+        self.head = Head(2 * width, n_stats, n_classes, dense_units, dropout)
 
     def forward(self, logmel: Tensor, stats: Tensor | None = None) -> Tensor:
         """Logits ``[B, n_classes]`` from ``logmel [B, n_mels, T]`` and ``stats [B, n_stats]`` or None."""
         sequence = self.features(logmel).transpose(1, 2)  # [B, T', n_filters]: time-major for the RNN
         outputs, _ = self.rnn(sequence)
-        summary = torch.cat([outputs[:, -1], outputs.mean(dim=1)], dim=1)
+        if self.pool is None:
+            summary = torch.cat([outputs[:, -1], outputs.mean(dim=1)], dim=1)
+        else:
+            summary = self.pool(outputs.transpose(1, 2))
         return self.head(self.rnn_dropout(summary), stats)
 
 

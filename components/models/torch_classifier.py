@@ -36,6 +36,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "class_weighted": True,  # RAVDESS holds half as many neutral clips as of any other emotion
     "monitor": "recall",
     "max_grad_norm": 5.0,
+    "mixup": 0.0,  # Beta(α, α) of mixup; 0 = off
     "augment": None,  # None = off; True or {"freq_mask": 8, "time_mask": 20, "n_masks": 1} = SpecAugment
     "val_share": 0.1,  # carved out of the training clips, stratified, when fit gets no validation set
     "n_threads": None,  # torch CPU threads while fitting; None = leave torch's setting

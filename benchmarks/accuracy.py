@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"
 STORE = ROOT / ".ser-cache" / "accuracy-results.json"
 EXPLORE = ROOT / "reports" / "accuracy_explore.json"
+COMPARE_EXPLORE = ROOT / "reports" / "compare_explore.json"  # benchmarks/compare_explore.py
+DEEP_EXPLORE = ROOT / "reports" / "deep_explore.json"  # benchmarks/deep_explore.py
 REPORT = ROOT / "reports" / "accuracy.md"
 ORIGINAL = {"rf": 0.74, "cnn": 0.80, "cnn_lstm": 0.82, "cnn_gru": 0.83}  # random 80/20, full-length clips
 RUNS = [
@@ -274,6 +276,34 @@ def render(store: dict, settings: dict, data: Path) -> str:
             "",
         ]
     n_explored = explore["n_configs"] if explore else 0
+    compare = json.loads(COMPARE_EXPLORE.read_text()) if COMPARE_EXPLORE.exists() else None
+    if compare:
+        n_explored += compare["n_configs"]
+        lines += [
+            f"ComParE_2016 functionals, on validation actors only (`{compare['command']}`,",
+            f"reports/compare_explore.md): {compare['n_configs']} configs (they chose logreg_compare):",
+            "",
+            *[f"- {line}" for line in compare["findings"]],
+            "",
+        ]
+    deep = json.loads(DEEP_EXPLORE.read_text()) if DEEP_EXPLORE.exists() else None
+    if deep:
+        scores = {key: float(np.mean(list(e["folds"].values()))) for key, e in deep["results"].items()}
+        n_explored += len(scores)
+        lines += [
+            "Deep-model options, on validation actors only (benchmarks/deep_explore.py,",
+            f"reports/deep_explore.md): {len(scores)} configurations. None beat the plain CNN with the same",
+            "budget (40 epochs, patience 8) by more than fold noise; params.yaml keeps the plain nets:",
+            "",
+            *[
+                f"- {key.split('/')[1]} over base_long, {key.split('/')[0]}: "
+                f"{score - scores[key.split('/')[0] + '/base_long']:+.3f}"
+                for key, score in sorted(scores.items())
+                if key.split("/")[1] not in ("base", "base_long")
+                and key.split("/")[0] + "/base_long" in scores
+            ],
+            "",
+        ]
     lines += [
         f"**Configurations tried: {n_explored + n_final + N_SCRATCH_RUNS}** ({n_explored} explored on "
         f"validation actors, {n_final} model × normalisation settings in the table above, and "

@@ -171,7 +171,7 @@ def report(rows: list[dict], cold: dict[str, float], args: argparse.Namespace) -
     lines = [
         "# `ser predict` benchmark",
         "",
-        f"`python benchmarks/predict.py` on {os.cpu_count()} CPUs (shared; 1-minute load {load:.1f} at the",
+        f"`python {' '.join(['benchmarks/predict.py', *sys.argv[1:]])}` on {os.cpu_count()} CPUs (shared; 1-minute load {load:.1f} at the",
         f"end), Python {platform.python_version()}. Each model family was fitted on the",
         f"{N_ACTORS}-actor demo corpus with its params.yaml features and settings (deep models:",
         f"{args.epochs} epochs), registered in a temporary MLflow store like the train stage does,",
@@ -202,9 +202,10 @@ def report(rows: list[dict], cold: dict[str, float], args: argparse.Namespace) -
             "",
         ]
     lines += [
-        "Where the time goes: eGeMAPS (openSMILE) costs tens of ms per 4 s clip, in every batch, so",
-        "the models that read it (svm, logreg, mlp) gain nothing from batching; hand-made statistics and",
-        "log-mels share one STFT and take a few ms. Timings on a shared 2-core machine are noisy.",
+        "Where the time goes: eGeMAPS and ComParE_2016 (openSMILE) cost tens of ms each per 4 s clip,",
+        "in every batch, so the models that read them (svm, logreg, mlp, the *_compare models) gain",
+        "nothing from batching; hand-made statistics and log-mels share one STFT and take a few ms.",
+        "Timings on a shared 2-core machine are noisy.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -168,10 +168,11 @@ def report(rows: list[dict], cold: dict[str, float], args: argparse.Namespace) -
     from components.metrics import format_table
 
     load = os.getloadavg()[0]
+    command = " ".join(["python benchmarks/predict.py", *sys.argv[1:]])
     lines = [
         "# `ser predict` benchmark",
         "",
-        f"`python {' '.join(['benchmarks/predict.py', *sys.argv[1:]])}` on {os.cpu_count()} CPUs (shared; 1-minute load {load:.1f} at the",
+        f"`{command}` on {os.cpu_count()} CPUs (shared; 1-minute load {load:.1f} at the",
         f"end), Python {platform.python_version()}. Each model family was fitted on the",
         f"{N_ACTORS}-actor demo corpus with its params.yaml features and settings (deep models:",
         f"{args.epochs} epochs), registered in a temporary MLflow store like the train stage does,",

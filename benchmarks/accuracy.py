@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ STORE = ROOT / ".ser-cache" / "accuracy-results.json"
 EXPLORE = ROOT / "reports" / "accuracy_explore.json"
 COMPARE_EXPLORE = ROOT / "reports" / "compare_explore.json"  # benchmarks/compare_explore.py
 DEEP_EXPLORE = ROOT / "reports" / "deep_explore.json"  # benchmarks/deep_explore.py
+LATER_EXPLORES = {  # explorations after the champion was chosen: (report, what it asked, what came of it)
+    "fast_explore": (
+        "Dropping eGeMAPS from the champion to halve its prediction time",
+        "no eGeMAPS-free configuration matched ensemble_compare in all four settings; not adopted",
+    ),
+    "augment_explore": (
+        "Speed perturbation (0.9/1.1) of the training actors, and test-time augmentation",
+        "gains on speech only, and only with test-time augmentation (three times the prediction cost),\n"
+        "none on speech + song; not adopted",
+    ),
+}
+TUNE = ROOT / "reports" / "tune.md"  # benchmarks/tune.py (Optuna)
 REPORT = ROOT / "reports" / "accuracy.md"
 ORIGINAL = {"rf": 0.74, "cnn": 0.80, "cnn_lstm": 0.82, "cnn_gru": 0.83}  # random 80/20, full-length clips
 RUNS = [
@@ -302,6 +315,27 @@ def render(store: dict, settings: dict, data: Path) -> str:
                 if key.split("/")[1] not in ("base", "base_long")
                 and key.split("/")[0] + "/base_long" in scores
             ],
+            "",
+        ]
+    for name, (title, outcome) in LATER_EXPLORES.items():
+        path = ROOT / "reports" / f"{name}.json"
+        if path.exists():
+            later = json.loads(path.read_text())
+            n_explored += later["n_configs"]
+            lines += [
+                f"{title}, on validation actors only (`{later['command']}`, reports/{name}.md):",
+                f"{later['n_configs']} configurations; {outcome}:",
+                "",
+                *[f"- {line}" for line in later["findings"]],
+                "",
+            ]
+    tune = TUNE.read_text() if TUNE.exists() else ""
+    trials, best = re.search(r"(\d+) trials", tune), re.search(r"^Best: (.*)$", tune, re.MULTILINE)
+    if trials and best:
+        n_explored += int(trials[1])
+        lines += [
+            f"Optuna search of ensemble_compare's settings (validation actors, reports/tune.md): {trials[1]}",
+            f"trials. Best {best[1]} Within fold noise for a best-of-{trials[1]}; not adopted.",
             "",
         ]
     lines += [

@@ -1,0 +1,203 @@
+"""Speed perturbation of the training actors for the classical models, on validation actors.
+
+    python benchmarks/augment_explore.py [--factors 0.9,1.1] [--workers 2]
+
+Kaldi-style speed perturbation (resampling: tempo and pitch move together, like a different
+vocal tract) makes new "speakers" out of the training actors, the usual cheap augmentation for
+speaker-independent recognition. Every clip of the real sample (RAVDESS_DIR) is perturbed by
+each factor and featurized like the pipeline does (hand-made, eGeMAPS, ComParE), cached under
+.ser-cache/. For each actor-kfold fold, a configuration is fitted on the training actors' clips
+plus their perturbed copies and scored on the fold's 2 validation actors' original clips; the
+test actors are never read. Speech and all, with and without per-speaker normalisation (a
+perturbed copy of an actor is normalised as its own speaker). Test-time augmentation too: a
+validation clip's class probabilities averaged with its perturbed copies'. Writes reports/augment_explore.md
+and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from components.audio import read_audio
+from components.dataset import Dataset, load_dataset
+from components.metrics import format_table
+from components.models import build_model
+from components.protocols import make_splits, select_subset
+from flows.common import write_text
+from flows.featurize import featurize_data
+from flows.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".ser-cache"
+FEATURES = CACHE / "ravdess-features"  # shared with the other explore benchmarks
+SETS = ["handmade", "egemaps", "compare"]
+HE, HEC = ["handmade", "egemaps"], SETS
+COPIES: list[str] = []  # the perturbed copies' feature folders under CACHE, set by main before the pool forks
+
+
+def configurations() -> dict[str, dict[str, Any]]:
+    """The configurations scored with and without augmentation (params.yaml's champion and its members)."""
+    svm = {"kind": "svm", "features": HE, "C": 10.0}
+    logreg = {"kind": "logreg", "features": HEC, "C": 0.01}
+    return {
+        "ensemble_compare": {
+            "kind": "ensemble",
+            "features": HEC,
+            "members": {"svm": svm, "logreg_compare": logreg},
+        },
+        "svm": svm,
+        "logreg_compare": logreg,
+    }
+
+
+def perturb_folder(source: Path, target: Path, factor: float) -> None:
+    """Each WAV under ``source`` sped up by ``factor`` (resampled), at its relative path under ``target``."""
+    for path in sorted(source.rglob("*.wav")):
+        out = target / path.relative_to(source)
+        if out.exists():
+            continue
+        signal, rate = read_audio(path)
+        faster = soxr.resample(signal, round(rate * factor), rate).astype(np.float32)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp.wav")
+        sf.write(tmp, faster, rate, subtype="FLOAT")
+        tmp.replace(out)
+
+
+def aligned(data: Dataset, clip_ids: np.ndarray) -> Dataset:
+    """``data``'s rows reordered to ``clip_ids``."""
+    position = {clip: row for row, clip in enumerate(data.labels["clip_id"])}
+    rows_array = np.asarray([position[clip] for clip in clip_ids])
+    return Dataset(
+        data.labels.iloc[rows_array].reset_index(drop=True),
+        {name: values[rows_array] for name, values in data.stats.items()},
+    )
+
+
+def validation_scores(
+    job: tuple[dict[str, Any], str, bool, tuple[str, ...]],
+) -> tuple[list[float], list[float]]:
+    """Validation-actor accuracy of one configuration on every fold, trained with the given copies.
+
+    Returns the accuracy on the original clips, and with test-time augmentation: the mean of the
+    probabilities of each validation clip and its perturbed copies.
+    """
+    config, subset, norm, copies = job
+    original = load_dataset(FEATURES, SETS, False)
+    keep = original.labels.index.isin(select_subset(original.labels, subset).index)
+    original = original.subset(keep)
+    extra = [
+        aligned(load_dataset(CACHE / copy, SETS, False), original.labels["clip_id"].to_numpy())
+        for copy in COPIES
+    ]
+    if norm:
+        original = original.normalized_per_speaker()
+        extra = [copy.normalized_per_speaker() for copy in extra]
+    trained_on = [copy for name, copy in zip(COPIES, extra, strict=True) if name in copies]
+    y = original.labels["emotion"].to_numpy()
+    settings = {k: v for k, v in config.items() if k not in ("kind", "features")}
+    plain, tta = [], []
+    for split in make_splits(original.labels, "actor-kfold", n_folds=6, n_val_actors=2):
+        parts = [data.inputs(split.train, config["features"], False) for data in (original, *trained_on)]
+        inputs = {**parts[0], "stats": np.vstack([part["stats"] for part in parts])}
+        model = build_model(config["kind"], settings).fit(inputs, np.tile(y[split.train], len(parts)))
+        probas = [
+            model.predict_proba(data.inputs(split.val, config["features"], False))
+            for data in (original, *extra)
+        ]
+        plain.append(float(np.mean(model.classes_[probas[0].argmax(axis=1)] == y[split.val])))
+        tta.append(float(np.mean(model.classes_[np.mean(probas, axis=0).argmax(axis=1)] == y[split.val])))
+    return plain, tta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--factors", default="0.9,1.1")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    factors = [float(f) for f in args.factors.split(",")]
+    data_dir = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess"))
+    params = load_params(ROOT / "params.yaml")
+    started = time.perf_counter()
+    featurize_data(data_dir, FEATURES, params, SETS)
+    copies = []
+    for factor in factors:
+        name = f"ravdess-speed{factor:g}"
+        perturb_folder(data_dir, CACHE / f"{name}-audio", factor)
+        featurize_data(CACHE / f"{name}-audio", CACHE / f"{name}-features", params, SETS)
+        copies.append(f"{name}-features")
+    COPIES[:] = copies
+    prepare_min = (time.perf_counter() - started) / 60
+    configs = configurations()
+    settings = [("none", ()), ("speed " + "/".join(f"{f:g}" for f in factors), tuple(copies))]
+    jobs = [
+        (config, subset, norm, chosen)
+        for subset in ("speech", "all")
+        for norm in (False, True)
+        for _, chosen in settings
+        for config in configs.values()
+    ]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        scores = list(pool.map(validation_scores, jobs))
+    fit_min = (time.perf_counter() - started) / 60
+    labels = [(name, aug) for _s in range(2) for _n in range(2) for aug, _ in settings for name in configs]
+    rows = [
+        {
+            "subset": subset,
+            "norm": "speaker" if norm else "none",
+            "model": name,
+            "trained on": "original" if aug == "none" else f"original + {aug}",
+            "tested on": tested,
+            "val accuracy": round(float(np.mean(s)), 3),
+            "sd": round(float(np.std(s)), 3),
+        }
+        for (name, aug), (_, subset, norm, _), both in zip(labels, jobs, scores, strict=True)
+        for tested, s in zip(("original", "TTA mean"), both, strict=True)
+    ]
+    by = {
+        (r["subset"], r["norm"], r["model"], r["trained on"], r["tested on"]): r["val accuracy"] for r in rows
+    }
+    findings = [
+        f"trained on {trained}, tested on {tested}, {model}, {s}/{n}: "
+        f"{score - by[(s, n, model, 'original', 'original')]:+.3f}"
+        for (s, n, model, trained, tested), score in by.items()
+        if (trained, tested) != ("original", "original")
+    ]
+    command = f"python benchmarks/augment_explore.py --factors {args.factors} --workers {args.workers}"
+    report = "\n".join(
+        [
+            "# Speed perturbation of the training actors, and test-time augmentation, on validation actors",
+            "",
+            f"`{command}` ({prepare_min:.1f} min to perturb and featurize, {fit_min:.1f} min of fitting).",
+            "Each configuration is fitted on the training actors of each actor-kfold fold (plus, with",
+            "augmentation, their perturbed copies) and scored on that fold's 2 validation actors' original",
+            "clips (never its test actors); `TTA mean`: the class probabilities averaged over each",
+            f"validation clip and its perturbed copies. Mean ± sd over the 6 folds. {len(rows)} rows.",
+            "",
+            "Differences of pooled validation accuracy:",
+            "",
+            *[f"- {line}" for line in findings],
+            "",
+            format_table(rows, list(rows[0])),
+            "",
+        ]
+    )
+    write_text(ROOT / "reports" / "augment_explore.md", report)
+    summary = {"command": command, "n_configs": len(rows), "findings": findings, "rows": rows}
+    write_text(ROOT / "reports" / "augment_explore.json", json.dumps(summary, indent=1))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

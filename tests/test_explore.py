@@ -1,0 +1,64 @@
+"""Helpers of the exploration benchmarks: speed perturbation, row alignment, eGeMAPS-free configurations."""
+
+import importlib.util
+import sys
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from components.dataset import Dataset
+from components.models import build_model
+from tests.conftest import ROOT, tone
+
+
+def benchmark(name: str):
+    """A benchmark script as a module (benchmarks/ is not a package; its scripts import each other)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def dominant_hz(signal: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(signal))
+    return float(np.fft.rfftfreq(len(signal), 1 / rate)[spectrum.argmax()])
+
+
+def test_speed_perturbation_shortens_and_raises_pitch_and_keeps_the_tree(tmp_path, write_wav):
+    source, target = tmp_path / "in", tmp_path / "out"
+    clip = write_wav(source / "speech" / "Actor_01" / "03-01-05-01-01-01-01.wav", tone(dur=1.0, freq=200.0))
+    benchmark("augment_explore").perturb_folder(source, target, 1.1)
+    faster, rate = sf.read(target / clip.relative_to(source), dtype="float32")
+    original, _ = sf.read(clip, dtype="float32")
+    assert rate == 16_000 and abs(len(faster) - len(original) / 1.1) <= 2
+    assert abs(dominant_hz(faster, rate) - 220.0) < 3 and abs(dominant_hz(original, rate) - 200.0) < 3
+    assert not list(target.rglob("*.tmp.wav"))  # written atomically
+
+
+def test_perturbation_leaves_existing_copies_alone(tmp_path, write_wav):
+    source, target = tmp_path / "in", tmp_path / "out"
+    clip = write_wav(source / "a.wav")
+    done = write_wav(target / "a.wav", np.zeros(100, np.float32))
+    benchmark("augment_explore").perturb_folder(source, target, 0.9)
+    assert len(sf.read(done)[0]) == 100 and clip.exists()
+
+
+def test_aligned_reorders_rows_to_the_given_clip_ids():
+    labels = pd.DataFrame({"clip_id": ["b", "a", "c"], "actor": [1, 2, 3]})
+    data = Dataset(labels, {"handmade": np.array([[2.0], [1.0], [3.0]])})
+    out = benchmark("augment_explore").aligned(data, np.array(["a", "b", "c"]))
+    assert out.labels["clip_id"].tolist() == ["a", "b", "c"] and out.stats["handmade"].ravel().tolist() == [1, 2, 3]
+
+
+def test_fast_configurations_build_and_only_the_champion_reads_egemaps():
+    configs = benchmark("fast_explore").configurations()
+    for name, config in configs.items():
+        build_model(config["kind"], {k: v for k, v in config.items() if k not in ("kind", "features")})
+        members = config.get("members", {name: config}).values()
+        reads = set(config["features"]) | {f for member in members for f in member["features"]}
+        assert ("egemaps" in reads) == (name == "ensemble_compare"), name

@@ -17,7 +17,6 @@ and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -27,13 +26,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
+from compare_explore import write_report  # a sibling script: benchmarks/ is on sys.path
 
 from components.audio import read_audio
 from components.dataset import Dataset, load_dataset
-from components.metrics import format_table
 from components.models import build_model
 from components.protocols import make_splits, select_subset
-from flows.common import write_text
 from flows.featurize import featurize_data
 from flows.params import load_params
 
@@ -175,28 +173,16 @@ def main() -> None:
         if (trained, tested) != ("original", "original")
     ]
     command = f"python benchmarks/augment_explore.py --factors {args.factors} --workers {args.workers}"
-    report = "\n".join(
-        [
-            "# Speed perturbation of the training actors, and test-time augmentation, on validation actors",
-            "",
-            f"`{command}` ({prepare_min:.1f} min to perturb and featurize, {fit_min:.1f} min of fitting).",
-            "Each configuration is fitted on the training actors of each actor-kfold fold (plus, with",
-            "augmentation, their perturbed copies) and scored on that fold's 2 validation actors' original",
-            "clips (never its test actors); `TTA mean`: the class probabilities averaged over each",
-            f"validation clip and its perturbed copies. Mean ± sd over the 6 folds. {len(rows)} rows.",
-            "",
-            "Differences of pooled validation accuracy:",
-            "",
-            *[f"- {line}" for line in findings],
-            "",
-            format_table(rows, list(rows[0])),
-            "",
-        ]
-    )
-    write_text(ROOT / "reports" / "augment_explore.md", report)
-    summary = {"command": command, "n_configs": len(rows), "findings": findings, "rows": rows}
-    write_text(ROOT / "reports" / "augment_explore.json", json.dumps(summary, indent=1))
-    print(report)
+    heading = [
+        "# Speed perturbation of the training actors, and test-time augmentation, on validation actors",
+        "",
+        f"`{command}` ({prepare_min:.1f} min to perturb and featurize, {fit_min:.1f} min of fitting).",
+        "Each configuration is fitted on the training actors of each actor-kfold fold (plus, with",
+        "augmentation, their perturbed copies) and scored on that fold's 2 validation actors' original",
+        "clips (never its test actors); `TTA mean`: the class probabilities averaged over each",
+        f"validation clip and its perturbed copies. Mean ± sd over the 6 folds. {len(rows)} rows.",
+    ]
+    write_report("augment_explore", heading, findings, rows, command)
 
 
 if __name__ == "__main__":

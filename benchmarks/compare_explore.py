@@ -77,6 +77,28 @@ def validation_scores(job: tuple[dict[str, Any], str, bool]) -> list[float]:
     return scores
 
 
+def write_report(
+    name: str, heading: list[str], findings: list[str], rows: list[dict[str, Any]], command: str
+) -> None:
+    """reports/<name>.md (heading, the findings as a list, the table) and .json, and print the report."""
+    report = "\n".join(
+        [
+            *heading,
+            "",
+            "Differences of pooled validation accuracy:",
+            "",
+            *[f"- {line}" for line in findings],
+            "",
+            format_table(rows, list(rows[0])),
+            "",
+        ]
+    )
+    write_text(ROOT / "reports" / f"{name}.md", report)
+    summary = {"command": command, "n_configs": len(rows), "findings": findings, "rows": rows}
+    write_text(ROOT / "reports" / f"{name}.json", json.dumps(summary, indent=1))
+    print(report)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=2)
@@ -108,26 +130,14 @@ def main() -> None:
         if (model, features) != base
     ]
     command = f"python benchmarks/compare_explore.py --workers {args.workers}"
-    report = "\n".join(
-        [
-            "# ComParE_2016 functionals tried on validation actors",
-            "",
-            f"`{command}` ({minutes:.1f} min). Each configuration is fitted on the training actors of each",
-            "actor-kfold fold and scored on that fold's 2 validation actors (never its test actors);",
-            f"mean ± sd over the 6 folds. {len(rows)} configurations × subsets × normalisations.",
-            "",
-            "Differences of pooled validation accuracy:",
-            "",
-            *[f"- {line}" for line in findings],
-            "",
-            format_table(rows, ["subset", "norm", "model", "features", "val accuracy", "sd"]),
-            "",
-        ]
-    )
-    write_text(ROOT / "reports" / "compare_explore.md", report)
-    summary = {"command": command, "n_configs": len(rows), "findings": findings, "rows": rows}
-    write_text(ROOT / "reports" / "compare_explore.json", json.dumps(summary, indent=1))
-    print(report)
+    heading = [
+        "# ComParE_2016 functionals tried on validation actors",
+        "",
+        f"`{command}` ({minutes:.1f} min). Each configuration is fitted on the training actors of each",
+        "actor-kfold fold and scored on that fold's 2 validation actors (never its test actors);",
+        f"mean ± sd over the 6 folds. {len(rows)} configurations × subsets × normalisations.",
+    ]
+    write_report("compare_explore", heading, findings, rows, command)
 
 
 if __name__ == "__main__":

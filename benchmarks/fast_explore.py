@@ -17,7 +17,6 @@ Writes reports/fast_explore.md and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,12 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from compare_explore import validation_scores  # a sibling script: benchmarks/ is on sys.path
+from compare_explore import validation_scores, write_report  # a sibling script: benchmarks/ is on sys.path
 
 from components import audio
 from components.features import sets
-from components.metrics import format_table
-from flows.common import write_text
 from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,30 +131,18 @@ def main() -> None:
     lengths = {
         kind: np.median([len(c) for c in group]) / extract["sampling_rate"] for kind, group in clips.items()
     }
-    report = "\n".join(
-        [
-            "# Dropping eGeMAPS from the champion, on validation actors",
-            "",
-            f"`{command}` ({minutes:.1f} min of fitting). Each configuration is fitted on the training",
-            "actors of each actor-kfold fold and scored on that fold's 2 validation actors (never its",
-            f"test actors); mean ± sd over the 6 folds. {len(configs)} configurations × 2 subsets × 2",
-            "normalisations. Feature time: median over 20 real speech clips of the sample, one core,",
-            f"after silence trimming (median {lengths['real']:.2f} s of audio; `real clip`), and over the",
-            f"same clips tiled to 4 s and trimmed (median {lengths['4 s']:.2f} s; `4 s clip`); the model",
-            "itself adds about 1 ms.",
-            "",
-            "Differences of pooled validation accuracy:",
-            "",
-            *[f"- {line}" for line in findings],
-            "",
-            format_table(rows, list(rows[0])),
-            "",
-        ]
-    )
-    write_text(ROOT / "reports" / "fast_explore.md", report)
-    summary = {"command": command, "n_configs": len(rows), "findings": findings, "rows": rows}
-    write_text(ROOT / "reports" / "fast_explore.json", json.dumps(summary, indent=1))
-    print(report)
+    heading = [
+        "# Dropping eGeMAPS from the champion, on validation actors",
+        "",
+        f"`{command}` ({minutes:.1f} min of fitting). Each configuration is fitted on the training",
+        "actors of each actor-kfold fold and scored on that fold's 2 validation actors (never its",
+        f"test actors); mean ± sd over the 6 folds. {len(configs)} configurations × 2 subsets × 2",
+        "normalisations. Feature time: median over 20 real speech clips of the sample, one core,",
+        f"after silence trimming (median {lengths['real']:.2f} s of audio; `real clip`), and over the",
+        f"same clips tiled to 4 s and trimmed (median {lengths['4 s']:.2f} s; `4 s clip`); the model",
+        "itself adds about 1 ms.",
+    ]
+    write_report("fast_explore", heading, findings, rows, command)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Helpers of the exploration benchmarks: speed perturbation, row alignment, eGeMAPS-free configurations."""
 
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -52,7 +53,11 @@ def test_aligned_reorders_rows_to_the_given_clip_ids():
     labels = pd.DataFrame({"clip_id": ["b", "a", "c"], "actor": [1, 2, 3]})
     data = Dataset(labels, {"handmade": np.array([[2.0], [1.0], [3.0]])})
     out = benchmark("augment_explore").aligned(data, np.array(["a", "b", "c"]))
-    assert out.labels["clip_id"].tolist() == ["a", "b", "c"] and out.stats["handmade"].ravel().tolist() == [1, 2, 3]
+    assert out.labels["clip_id"].tolist() == ["a", "b", "c"] and out.stats["handmade"].ravel().tolist() == [
+        1,
+        2,
+        3,
+    ]
 
 
 def test_fast_configurations_build_and_only_the_champion_reads_egemaps():
@@ -62,3 +67,16 @@ def test_fast_configurations_build_and_only_the_champion_reads_egemaps():
         members = config.get("members", {name: config}).values()
         reads = set(config["features"]) | {f for member in members for f in member["features"]}
         assert ("egemaps" in reads) == (name == "ensemble_compare"), name
+
+
+def test_exploration_report_lists_findings_and_counts_rows(tmp_path, monkeypatch, capsys):
+    module = benchmark("compare_explore")
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    (tmp_path / "reports").mkdir()
+    rows = [{"model": "a", "val accuracy": 0.5}, {"model": "b", "val accuracy": 0.625}]
+    module.write_report("x_explore", ["# X", "", "`cmd`"], ["b over a: +0.125"], rows, "cmd")
+    text = (tmp_path / "reports" / "x_explore.md").read_text()
+    assert text.startswith("# X") and "- b over a: +0.125" in text and "| b     |        0.625 |" in text
+    summary = json.loads((tmp_path / "reports" / "x_explore.json").read_text())
+    assert summary["n_configs"] == 2 and summary["command"] == "cmd" and summary["rows"] == rows
+    assert "b over a" in capsys.readouterr().out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,15 +61,20 @@ def configurations() -> dict[str, dict[str, Any]]:
 
 def perturb_folder(source: Path, target: Path, factor: float) -> None:
     """Each WAV under ``source`` sped up by ``factor`` (resampled), at its relative path under ``target``."""
+    transform_folder(source, target, lambda signal, rate: soxr.resample(signal, round(rate * factor), rate))
+
+
+def transform_folder(source: Path, target: Path, change: Callable[[np.ndarray, int], np.ndarray]) -> None:
+    """``change(signal, rate)`` of each WAV under ``source``, written atomically at its relative path
+    under ``target`` (float WAV, same rate); files already there are kept."""
     for path in sorted(source.rglob("*.wav")):
         out = target / path.relative_to(source)
         if out.exists():
             continue
         signal, rate = read_audio(path)
-        faster = soxr.resample(signal, round(rate * factor), rate).astype(np.float32)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp.wav")
-        sf.write(tmp, faster, rate, subtype="FLOAT")
+        sf.write(tmp, np.asarray(change(signal, rate), dtype=np.float32), rate, subtype="FLOAT")
         tmp.replace(out)
 
 

@@ -47,6 +47,10 @@ LATER_EXPLORES = {  # explorations after the champion was chosen: (report, what 
         "gains on speech only, and only with test-time augmentation (three times the prediction cost),\n"
         "none on speech + song; not adopted",
     ),
+    "gender_explore": (
+        "Per-gender feature standardisation with the true gender (its upper bound)",
+        "no gain, so no gender classifier was built",
+    ),
 }
 TUNE = ROOT / "reports" / "tune.md"  # benchmarks/tune.py (Optuna)
 REPORT = ROOT / "reports" / "accuracy.md"

@@ -80,3 +80,13 @@ def test_exploration_report_lists_findings_and_counts_rows(tmp_path, monkeypatch
     summary = json.loads((tmp_path / "reports" / "x_explore.json").read_text())
     assert summary["n_configs"] == 2 and summary["command"] == "cmd" and summary["rows"] == rows
     assert "b over a" in capsys.readouterr().out
+
+
+def test_gender_scaling_uses_only_the_fit_rows_of_each_group():
+    values = np.array([[1.0, 5.0], [3.0, 5.0], [10.0, 5.0], [30.0, 5.0], [100.0, 5.0], [np.nan, 5.0]])
+    groups = np.array([0, 0, 1, 1, 0, 1])
+    fit_rows = np.array([0, 1, 2, 3])  # rows 4 and 5 play the validation clips
+    out = benchmark("gender_explore").scale_by_group(values, groups, fit_rows)
+    assert out[:4, 0].tolist() == [-1.0, 1.0, -1.0, 1.0]  # each group: its own mean and sd
+    assert out[4, 0] == (100.0 - 2.0) / 1.0  # a validation clip is scaled by its group's training statistics
+    assert np.isnan(out[5, 0]) and np.all(out[:, 1] == 0.0)  # NaN stays NaN; a constant column keeps sd 1

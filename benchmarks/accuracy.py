@@ -132,7 +132,18 @@ def time_model(name: str, settings: dict, data: Path) -> dict[str, float]:
             started = time.perf_counter()
             predictor.predict_signals([signal])
             times.append(time.perf_counter() - started)
-    return {"fit_s": fit_s, "predict_ms": 1000 * float(np.median(times))}
+    load = os.getloadavg()[0]  # one-minute load average: how busy the machine was while timing
+    return {"fit_s": fit_s, "predict_ms": 1000 * float(np.median(times)), "load": load}
+
+
+def load_note(timed: list[dict]) -> str:
+    """How busy the machine was while the cost table was measured (a shared machine inflates it)."""
+    loads = [t["load"] for t in timed if "load" in t]
+    if not loads:
+        return "The machine was shared and busy (load not recorded), which inflates single-thread latency."
+    unrecorded = " (some rows: not recorded)" if len(loads) < len(timed) else ""
+    span = f"{min(loads):.1f}–{max(loads):.1f}"
+    return f"One-minute load average on the 2 cores after each timing: {span}{unrecorded}."
 
 
 def load_store() -> dict[str, Any]:
@@ -269,10 +280,9 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "One fit on the 10 training actors of fold 1 (speech and song, 1037 clips) on one thread, and",
         "the raw-audio predictor (the object the registered pyfunc wraps) on single 16 kHz clips of",
         "the two test actors on one thread: features from samples, then the model; median of "
-        f"{N_TIMED_CLIPS} clips. The machine was shared and busy (load average 4–8 on 2 cores during these",
-        "runs), which inflates single-thread latency several-fold; eGeMAPS (openSMILE) is most of it",
-        "(reports/featurize.md: 26 clips/s on one core, about 38 ms a clip, against a few ms for",
-        "the hand-made set and the log-mel).",
+        f"{N_TIMED_CLIPS} clips (2.39 s each, about 1.4 s after silence trimming). {load_note(timed)}",
+        "openSMILE is most of it (reports/fast_explore.md: eGeMAPS about 13 ms and ComParE about 10 ms",
+        "per second of audio, against a few ms for the hand-made set and the log-mel).",
         "",
         format_table(cost, list(cost[0])) if cost else "(not timed)",
         "",
@@ -387,6 +397,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--speaker-norm", choices=["off", "on", "both"], default="both")
     parser.add_argument("--no-timing", action="store_true", help="skip the fit and single-clip timing")
+    parser.add_argument("--timing-only", action="store_true", help="only the fit and single-clip timing")
     parser.add_argument("--render-only", action="store_true", help="rewrite the report from stored results")
     args = parser.parse_args()
     data = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess"))
@@ -399,7 +410,9 @@ def main() -> None:
         )
         command = f"{threads}python benchmarks/accuracy.py --models {args.models} --workers {args.workers} "
         command += f"--speaker-norm {args.speaker_norm}" + (" --no-timing" if args.no_timing else "")
-        for norm in norms:
+        if args.timing_only:
+            command = f"{threads}python benchmarks/accuracy.py --models {args.models} --timing-only"
+        for norm in [] if args.timing_only else norms:
             started = time.perf_counter()
             rows = [
                 {**row, "command": command} for row in run_models(models, settings, norm, args.workers, data)

@@ -90,3 +90,10 @@ def test_gender_scaling_uses_only_the_fit_rows_of_each_group():
     assert out[:4, 0].tolist() == [-1.0, 1.0, -1.0, 1.0]  # each group: its own mean and sd
     assert out[4, 0] == (100.0 - 2.0) / 1.0  # a validation clip is scaled by its group's training statistics
     assert np.isnan(out[5, 0]) and np.all(out[:, 1] == 0.0)  # NaN stays NaN; a constant column keeps sd 1
+
+
+def test_cost_table_note_reports_the_load_it_was_measured_under():
+    note = benchmark("accuracy").load_note
+    assert "0.5–2.0" in note([{"load": 2.0}, {"load": 0.5}]) and "not recorded" not in note([{"load": 1.0}])
+    assert "some rows: not recorded" in note([{"load": 1.0}, {}])
+    assert "load not recorded" in note([{}])

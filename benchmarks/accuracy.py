@@ -51,6 +51,10 @@ LATER_EXPLORES = {  # explorations after the champion was chosen: (report, what 
         "Per-gender feature standardisation with the true gender (its upper bound)",
         "no gain, so no gender classifier was built",
     ),
+    "nap_explore": (
+        "Nuisance attribute projection (the training speakers' mean directions projected out)",
+        "small gains on speech, none on speech + song; not adopted",
+    ),
 }
 TUNE = ROOT / "reports" / "tune.md"  # benchmarks/tune.py (Optuna)
 REPORT = ROOT / "reports" / "accuracy.md"

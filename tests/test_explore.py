@@ -97,3 +97,20 @@ def test_cost_table_note_reports_the_load_it_was_measured_under():
     assert "0.5–2.0" in note([{"load": 2.0}, {"load": 0.5}]) and "not recorded" not in note([{"load": 1.0}])
     assert "some rows: not recorded" in note([{"load": 1.0}, {}])
     assert "load not recorded" in note([{}])
+
+
+def test_nap_with_every_direction_makes_the_training_speakers_means_equal():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4), 25)
+    offsets = rng.normal(0, 3, (4, 6))  # each speaker shifts the features its own way
+    values = rng.normal(0, 1, (100, 6)) + offsets[groups]
+    values[3, 2] = np.nan
+    fit_rows = np.arange(75)  # speakers 0-2 train; speaker 3 plays an unseen one
+    project = benchmark("nap_explore").nap_projector(values, groups, fit_rows, None)
+    out = project(values)
+    means = np.stack([out[groups == g].mean(axis=0) for g in range(3)])
+    assert np.allclose(means, means[0], atol=1e-9) and not np.isnan(out).any()
+    plain = benchmark("nap_explore").nap_projector(values, groups, fit_rows, 0)(values)
+    spread = np.stack([plain[groups == g].mean(axis=0) for g in range(3)]).std(axis=0).max()
+    assert spread > 0.5  # k = 0 only standardises: the speakers still differ
+    assert np.allclose(plain[fit_rows].mean(axis=0), 0, atol=1e-9)  # statistics of the fit rows only

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from components.dataset import Dataset
 from components.metrics import compute_metrics, summarize_folds
 from components.models import ENSEMBLE_KIND, build_model, early_stops, fit_model, reads_logmel
 from components.protocols import Split
-from components.ravdess import EMOTIONS
+from components.ravdess import EMOTIONS, VOCAL_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,17 @@ class FoldResult:
     predict_seconds: float
     n_train: int
     n_test: int
+    by_channel: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
 class Evaluation:
-    """Every split of one model under one protocol and subset, and their summary."""
+    """Every split of one model under one protocol and subset, and their summary.
+
+    Under subset ``all`` the summary also holds ``by_channel``: the same fitted models scored on
+    their speech and on their song test clips apart (a model trained on speech and song, as the
+    registered one is, judged on speech alone).
+    """
 
     model: str
     protocol: str
@@ -86,6 +93,19 @@ def fit_on_rows(spec: ModelSpec, data: Dataset, train: np.ndarray, val: np.ndarr
         X_val = data.inputs(val, spec.stats_sets, spec.uses_logmel)
         return fit_model(model, X, y[train], X_val, y[val])
     return fit_model(model, X, y[train])
+
+
+def _channel_metrics(
+    labels: pd.DataFrame, test: np.ndarray, y_true: np.ndarray, predicted: np.ndarray, classes: list[int]
+) -> dict[str, dict[str, Any]]:
+    """Metrics of one fold's predictions on each vocal channel's test clips (channels with clips),
+    over the fold's classes (a song clip may be predicted as disgust or surprised)."""
+    channel = labels["vocal_channel"].to_numpy()[test]
+    return {
+        name: compute_metrics(y_true[channel == code], predicted[channel == code], classes=classes)
+        for code, name in VOCAL_CHANNELS.items()
+        if (channel == code).any()
+    }
 
 
 def evaluate_splits(
@@ -108,11 +128,19 @@ def evaluate_splits(
         t1 = time.perf_counter()
         predicted = model.predict(data.inputs(split.test, spec.stats_sets, spec.uses_logmel))
         t2 = time.perf_counter()
-        metrics = compute_metrics(y[split.test], predicted, classes=[c for c in classes if c in set(y)])
-        result.folds.append(
-            FoldResult(split.name, split.test_actors, metrics, t1 - t0, t2 - t1, len(train), len(split.test))
-        )
+        scored = [c for c in classes if c in set(y)]
+        metrics = compute_metrics(y[split.test], predicted, classes=scored)
+        n_test = len(split.test)
+        fold = FoldResult(split.name, split.test_actors, metrics, t1 - t0, t2 - t1, len(train), n_test)
+        if subset == "all":
+            fold.by_channel = _channel_metrics(data.labels, split.test, y[split.test], predicted, scored)
+        result.folds.append(fold)
     result.summary = summarize_folds([fold.metrics for fold in result.folds])
+    channels = [name for name in VOCAL_CHANNELS.values() if all(name in f.by_channel for f in result.folds)]
+    if result.folds and channels:
+        result.summary["by_channel"] = {
+            name: summarize_folds([fold.by_channel[name] for fold in result.folds]) for name in channels
+        }
     result.summary["train_seconds"] = float(sum(f.train_seconds for f in result.folds))
     result.seconds = time.perf_counter() - started
     return result

@@ -89,6 +89,10 @@ def log_evaluation(
         client.log_param(run, key, str(value)[:500])
     for key, value in scalar_metrics(result.summary).items():
         client.log_metric(run, key, value)
+    for channel, summary in result.summary.get("by_channel", {}).items():  # subset all: speech, song apart
+        for key, value in scalar_metrics(summary).items():
+            if key != "n_folds":
+                client.log_metric(run, f"{channel}_{key}", value)
     pooled = {"confusion": result.summary["confusion"], "class_names": result.summary["class_names"]}
     client.log_dict(run, pooled, "confusion_matrix.json")
     figure = plot_confusion(pooled["confusion"], pooled["class_names"], name)

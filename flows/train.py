@@ -95,6 +95,8 @@ def results_table(results: list[Evaluation], metric: str) -> list[dict[str, Any]
         for key in ("accuracy", "uar", "weighted_f1"):
             row[key] = round(s[f"{key}_mean"], 4)
             row[f"{key}_sd"] = round(s[f"{key}_sd"], 4) if s[f"{key}_sd"] == s[f"{key}_sd"] else None
+        for channel, summary in s.get("by_channel", {}).items():  # subset all: speech and song apart
+            row[f"{channel}_accuracy"] = round(summary["accuracy_mean"], 4)
         row["train_seconds"] = round(s["train_seconds"], 1)
         rows.append(row)
     return sorted(rows, key=lambda row: (row["protocol"], row["subset"], -row[metric]))

@@ -93,3 +93,25 @@ def test_logreg_compare_section_reads_compare_features_and_serves_raw_audio(demo
     signal, rate = sf.read(wav, dtype="float32")
     table = predictor.predict_signals([(signal, rate)])
     assert table["label"].iloc[0] in {EMOTIONS[code] for code in data.labels["emotion"]}
+
+
+def test_subset_all_also_scores_speech_and_song_apart_with_the_same_models(demo_features):
+    spec = ModelSpec.from_params("logreg", {"kind": "logreg", "features": ["handmade"], "C": 0.1})
+    data = load_dataset(demo_features / "data" / "features", spec.stats_sets, spec.uses_logmel)
+    splits = actor_kfold(data.labels, n_folds=2, n_val_actors=1)
+    result = evaluate_splits(spec, data, splits, "actor-kfold", "all")
+    for fold in result.folds:
+        speech, song = fold.by_channel["speech"], fold.by_channel["song"]
+        assert speech["n"] + song["n"] == fold.n_test  # every test clip, in one channel or the other
+        mixed = (speech["accuracy"] * speech["n"] + song["accuracy"] * song["n"]) / fold.n_test
+        assert np.isclose(mixed, fold.metrics["accuracy"])  # the same predictions, split by channel
+        assert sum(sum(row) for row in speech["confusion"]) == speech["n"]
+    by_channel = result.summary["by_channel"]
+    assert by_channel["speech"]["n_folds"] == 2
+    assert np.isclose(
+        by_channel["speech"]["accuracy_mean"],
+        np.mean([f.by_channel["speech"]["accuracy"] for f in result.folds]),
+    )
+    speech_only = data.subset((data.labels["vocal_channel"] == 1).to_numpy())
+    alone = evaluate_splits(spec, speech_only, actor_kfold(speech_only.labels, 2, 1), "actor-kfold", "speech")
+    assert "by_channel" not in alone.summary and not alone.folds[0].by_channel

@@ -54,6 +54,7 @@ def test_train_logs_every_model_registers_and_gates_the_champion(workspace, mlfl
     assert {"train", "rf/actor-kfold/all", "cnn/actor-kfold/all", "logreg/actor-kfold/all/fold-4"} <= names
     model_run = next(r for r in runs if r.info.run_name == "rf/actor-kfold/all")
     assert 0 <= model_run.data.metrics["uar_mean"] <= 1
+    assert {"speech_accuracy_mean", "song_uar_mean"} <= set(model_run.data.metrics)  # subset all, apart
     artifacts = {a.path for a in client.list_artifacts(model_run.info.run_id)}
     assert {"confusion_matrix.png", "confusion_matrix.json", "classification_report.md"} <= artifacts
     assert first["registry"]["promoted"] is True

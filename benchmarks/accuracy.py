@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"
 STORE = ROOT / ".ser-cache" / "accuracy-results.json"
 EXPLORE = ROOT / "reports" / "accuracy_explore.json"
-COMPARE_EXPLORE = ROOT / "reports" / "compare_explore.json"  # benchmarks/compare_explore.py
 DEEP_EXPLORE = ROOT / "reports" / "deep_explore.json"  # benchmarks/deep_explore.py
-LATER_EXPLORES = {  # explorations after the champion was chosen: (report, what it asked, what came of it)
+EXPLORATIONS = {  # reports/<name>.json of benchmarks/<name>.py: (what it asked, what came of it)
+    "compare_explore": ("ComParE_2016 functionals", "they chose logreg_compare and ensemble_compare"),
     "fast_explore": (
         "Dropping eGeMAPS from the champion to halve its prediction time",
         "no eGeMAPS-free configuration matched ensemble_compare in all four settings; not adopted",
@@ -246,6 +246,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
         if name in settings and settings[name] == t["section"]
     ]
     summary = summary_table(rows, settings)
+    speech = speech_rows(rows)
     timed = [t for name, t in timing.items() if name in settings and settings[name] == t["section"]]
     commands = list(dict.fromkeys(r.get("command", "(unrecorded)") for r in [*rows, *timed]))
     explore = json.loads(EXPLORE.read_text()) if EXPLORE.exists() else None
@@ -287,8 +288,8 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "only) and set beside the models trained and tested on speech alone; – : not stored for",
         "that run (results from before this breakdown existed).",
         "",
-        format_table(speech_rows(rows), ["model", "speaker norm", "trained on speech", "trained on all"])
-        if speech_rows(rows)
+        format_table(speech, ["model", "speaker norm", "trained on speech", "trained on all"])
+        if speech
         else "(no results yet)",
         "",
         "## Every result",
@@ -323,16 +324,6 @@ def render(store: dict, settings: dict, data: Path) -> str:
             "",
         ]
     n_explored = explore["n_configs"] if explore else 0
-    compare = json.loads(COMPARE_EXPLORE.read_text()) if COMPARE_EXPLORE.exists() else None
-    if compare:
-        n_explored += compare["n_configs"]
-        lines += [
-            f"ComParE_2016 functionals, on validation actors only (`{compare['command']}`,",
-            f"reports/compare_explore.md): {compare['n_configs']} configs (they chose logreg_compare):",
-            "",
-            *[f"- {line}" for line in compare["findings"]],
-            "",
-        ]
     deep = json.loads(DEEP_EXPLORE.read_text()) if DEEP_EXPLORE.exists() else None
     if deep:
         scores = {key: float(np.mean(list(e["folds"].values()))) for key, e in deep["results"].items()}
@@ -351,16 +342,16 @@ def render(store: dict, settings: dict, data: Path) -> str:
             ],
             "",
         ]
-    for name, (title, outcome) in LATER_EXPLORES.items():
+    for name, (title, outcome) in EXPLORATIONS.items():
         path = ROOT / "reports" / f"{name}.json"
         if path.exists():
-            later = json.loads(path.read_text())
-            n_explored += later["n_configs"]
+            found = json.loads(path.read_text())
+            n_explored += found["n_configs"]
             lines += [
-                f"{title}, on validation actors only (`{later['command']}`, reports/{name}.md):",
-                f"{later['n_configs']} configurations; {outcome}:",
+                f"{title}, on validation actors only (`{found['command']}`, reports/{name}.md):",
+                f"{found['n_configs']} configurations; {outcome}:",
                 "",
-                *[f"- {line}" for line in later["findings"]],
+                *[f"- {line}" for line in found["findings"]],
                 "",
             ]
     tune = TUNE.read_text() if TUNE.exists() else ""

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
-from compare_explore import write_report  # a sibling script: benchmarks/ is on sys.path
+from compare_explore import params_configs, write_report  # a sibling script: benchmarks/ is on sys.path
 
 from components.audio import read_audio
 from components.dataset import Dataset, load_dataset
@@ -40,23 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".ser-cache"
 FEATURES = CACHE / "ravdess-features"  # shared with the other explore benchmarks
 SETS = ["handmade", "egemaps", "compare"]
-HE, HEC = ["handmade", "egemaps"], SETS
 COPIES: list[str] = []  # the perturbed copies' feature folders under CACHE, set by main before the pool forks
 
 
 def configurations() -> dict[str, dict[str, Any]]:
-    """The configurations scored with and without augmentation (params.yaml's champion and its members)."""
-    svm = {"kind": "svm", "features": HE, "C": 10.0}
-    logreg = {"kind": "logreg", "features": HEC, "C": 0.01}
-    return {
-        "ensemble_compare": {
-            "kind": "ensemble",
-            "features": HEC,
-            "members": {"svm": svm, "logreg_compare": logreg},
-        },
-        "svm": svm,
-        "logreg_compare": logreg,
-    }
+    """The configurations scored with and without augmentation: params.yaml's champion and its members."""
+    return params_configs(["ensemble_compare", "svm", "logreg_compare"])
 
 
 def perturb_folder(source: Path, target: Path, factor: float) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from components.dataset import load_dataset
+from components.evaluate import ModelSpec
 from components.metrics import format_table
 from components.models import build_model
 from components.protocols import make_splits, select_subset
@@ -75,6 +76,16 @@ def validation_scores(job: tuple[dict[str, Any], str, bool]) -> list[float]:
         predicted = model.predict(data.inputs(split.val, config["features"], False))
         scores.append(float(np.mean(predicted == y[split.val])))
     return scores
+
+
+def params_configs(names: list[str]) -> dict[str, dict[str, Any]]:
+    """params.yaml's sections ``names`` as explore configurations: kind, settings, the scalar sets read."""
+    settings = load_params(ROOT / "params.yaml")
+    configs = {}
+    for name in names:
+        spec = ModelSpec.from_params(name, settings[name])
+        configs[name] = {"kind": spec.kind, "features": list(spec.stats_sets), **spec.params}
+    return configs
 
 
 def write_report(

@@ -24,31 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from compare_explore import validation_scores, write_report  # a sibling script: benchmarks/ is on sys.path
+from compare_explore import (  # a sibling script: benchmarks/ is on sys.path
+    params_configs,
+    validation_scores,
+    write_report,
+)
 
 from components import audio
 from components.features import sets
 from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-H, HC, HE, HEC = (
-    ["handmade"],
-    ["handmade", "compare"],
-    ["handmade", "egemaps"],
-    ["handmade", "egemaps", "compare"],
-)
+H, HC = ["handmade"], ["handmade", "compare"]
 
 
 def configurations() -> dict[str, dict[str, Any]]:
     """Every configuration tried, by name; ``ensemble_compare`` is params.yaml's champion."""
-    svm_he = {"kind": "svm", "features": HE, "C": 10.0}
     svm_h = {"kind": "svm", "features": H, "C": 10.0}
     return {
-        "ensemble_compare": {
-            "kind": "ensemble",
-            "features": HEC,
-            "members": {"svm": svm_he, "logreg_compare": {"kind": "logreg", "features": HEC, "C": 0.01}},
-        },
+        **params_configs(["ensemble_compare"]),
         "svm_handmade": {**svm_h},
         **{f"logreg_hc_C{C}": {"kind": "logreg", "features": HC, "C": C} for C in (0.003, 0.01, 0.03)},
         "vote_svm_h+logreg_hc": {

@@ -121,6 +121,7 @@ def evaluate_splits(
     result = Evaluation(spec.name, protocol, subset)
     y = data.labels["emotion"].to_numpy()
     classes = sorted(EMOTIONS) if subset != "song" else sorted(set(y))
+    scored = [c for c in classes if c in set(y)]  # every fold (and channel) is scored over the same classes
     for split in splits:
         train = split.train if spec.early_stops else np.union1d(split.train, split.val)
         t0 = time.perf_counter()
@@ -128,7 +129,6 @@ def evaluate_splits(
         t1 = time.perf_counter()
         predicted = model.predict(data.inputs(split.test, spec.stats_sets, spec.uses_logmel))
         t2 = time.perf_counter()
-        scored = [c for c in classes if c in set(y)]
         metrics = compute_metrics(y[split.test], predicted, classes=scored)
         n_test = len(split.test)
         fold = FoldResult(split.name, split.test_actors, metrics, t1 - t0, t2 - t1, len(train), n_test)

@@ -1,8 +1,6 @@
 """Helpers of the exploration benchmarks: speed perturbation, row alignment, eGeMAPS-free configurations."""
 
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pandas as pd
@@ -10,19 +8,7 @@ import soundfile as sf
 
 from components.dataset import Dataset
 from components.models import build_model
-from tests.conftest import ROOT, tone
-
-
-def benchmark(name: str):
-    """A benchmark script as a module (benchmarks/ is not a package; its scripts import each other)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
+from tests.conftest import benchmark_module, tone
 
 
 def dominant_hz(signal: np.ndarray, rate: int) -> float:
@@ -33,7 +19,7 @@ def dominant_hz(signal: np.ndarray, rate: int) -> float:
 def test_speed_perturbation_shortens_and_raises_pitch_and_keeps_the_tree(tmp_path, write_wav):
     source, target = tmp_path / "in", tmp_path / "out"
     clip = write_wav(source / "speech" / "Actor_01" / "03-01-05-01-01-01-01.wav", tone(dur=1.0, freq=200.0))
-    benchmark("augment_explore").perturb_folder(source, target, 1.1)
+    benchmark_module("augment_explore").perturb_folder(source, target, 1.1)
     faster, rate = sf.read(target / clip.relative_to(source), dtype="float32")
     original, _ = sf.read(clip, dtype="float32")
     assert rate == 16_000 and abs(len(faster) - len(original) / 1.1) <= 2
@@ -45,23 +31,20 @@ def test_perturbation_leaves_existing_copies_alone(tmp_path, write_wav):
     source, target = tmp_path / "in", tmp_path / "out"
     clip = write_wav(source / "a.wav")
     done = write_wav(target / "a.wav", np.zeros(100, np.float32))
-    benchmark("augment_explore").perturb_folder(source, target, 0.9)
+    benchmark_module("augment_explore").perturb_folder(source, target, 0.9)
     assert len(sf.read(done)[0]) == 100 and clip.exists()
 
 
 def test_aligned_reorders_rows_to_the_given_clip_ids():
     labels = pd.DataFrame({"clip_id": ["b", "a", "c"], "actor": [1, 2, 3]})
     data = Dataset(labels, {"handmade": np.array([[2.0], [1.0], [3.0]])})
-    out = benchmark("augment_explore").aligned(data, np.array(["a", "b", "c"]))
-    assert out.labels["clip_id"].tolist() == ["a", "b", "c"] and out.stats["handmade"].ravel().tolist() == [
-        1,
-        2,
-        3,
-    ]
+    out = benchmark_module("augment_explore").aligned(data, np.array(["a", "b", "c"]))
+    assert out.labels["clip_id"].tolist() == ["a", "b", "c"]
+    assert out.stats["handmade"].ravel().tolist() == [1, 2, 3]
 
 
 def test_fast_configurations_build_and_only_the_champion_reads_egemaps():
-    configs = benchmark("fast_explore").configurations()
+    configs = benchmark_module("fast_explore").configurations()
     for name, config in configs.items():
         build_model(config["kind"], {k: v for k, v in config.items() if k not in ("kind", "features")})
         members = config.get("members", {name: config}).values()
@@ -70,7 +53,7 @@ def test_fast_configurations_build_and_only_the_champion_reads_egemaps():
 
 
 def test_exploration_report_lists_findings_and_counts_rows(tmp_path, monkeypatch, capsys):
-    module = benchmark("compare_explore")
+    module = benchmark_module("compare_explore")
     monkeypatch.setattr(module, "ROOT", tmp_path)
     (tmp_path / "reports").mkdir()
     rows = [{"model": "a", "val accuracy": 0.5}, {"model": "b", "val accuracy": 0.625}]
@@ -86,14 +69,14 @@ def test_gender_scaling_uses_only_the_fit_rows_of_each_group():
     values = np.array([[1.0, 5.0], [3.0, 5.0], [10.0, 5.0], [30.0, 5.0], [100.0, 5.0], [np.nan, 5.0]])
     groups = np.array([0, 0, 1, 1, 0, 1])
     fit_rows = np.array([0, 1, 2, 3])  # rows 4 and 5 play the validation clips
-    out = benchmark("gender_explore").scale_by_group(values, groups, fit_rows)
+    out = benchmark_module("gender_explore").scale_by_group(values, groups, fit_rows)
     assert out[:4, 0].tolist() == [-1.0, 1.0, -1.0, 1.0]  # each group: its own mean and sd
     assert out[4, 0] == (100.0 - 2.0) / 1.0  # a validation clip is scaled by its group's training statistics
     assert np.isnan(out[5, 0]) and np.all(out[:, 1] == 0.0)  # NaN stays NaN; a constant column keeps sd 1
 
 
 def test_cost_table_note_reports_the_load_it_was_measured_under():
-    note = benchmark("accuracy").load_note
+    note = benchmark_module("accuracy").load_note
     assert "0.5–2.0" in note([{"load": 2.0}, {"load": 0.5}]) and "not recorded" not in note([{"load": 1.0}])
     assert "some rows: not recorded" in note([{"load": 1.0}, {}])
     assert "load not recorded" in note([{}])
@@ -106,11 +89,11 @@ def test_nap_with_every_direction_makes_the_training_speakers_means_equal():
     values = rng.normal(0, 1, (100, 6)) + offsets[groups]
     values[3, 2] = np.nan
     fit_rows = np.arange(75)  # speakers 0-2 train; speaker 3 plays an unseen one
-    project = benchmark("nap_explore").nap_projector(values, groups, fit_rows, None)
+    project = benchmark_module("nap_explore").nap_projector(values, groups, fit_rows, None)
     out = project(values)
     means = np.stack([out[groups == g].mean(axis=0) for g in range(3)])
     assert np.allclose(means, means[0], atol=1e-9) and not np.isnan(out).any()
-    plain = benchmark("nap_explore").nap_projector(values, groups, fit_rows, 0)(values)
+    plain = benchmark_module("nap_explore").nap_projector(values, groups, fit_rows, 0)(values)
     spread = np.stack([plain[groups == g].mean(axis=0) for g in range(3)]).std(axis=0).max()
     assert spread > 0.5  # k = 0 only standardises: the speakers still differ
     assert np.allclose(plain[fit_rows].mean(axis=0), 0, atol=1e-9)  # statistics of the fit rows only

@@ -55,6 +55,10 @@ EXPLORATIONS = {  # reports/<name>.json of benchmarks/<name>.py: (what it asked,
         "Nuisance attribute projection (the training speakers' mean directions projected out)",
         "small gains on speech, none on speech + song; not adopted",
     ),
+    "stack_explore": (
+        "Stacking: a logistic regression on the members' out-of-fold (grouped by actor) log-probabilities",
+        "worse than the soft vote at every regularisation; the vote stays",
+    ),
 }
 TUNE = ROOT / "reports" / "tune.md"  # benchmarks/tune.py (Optuna)
 REPORT = ROOT / "reports" / "accuracy.md"

@@ -97,3 +97,22 @@ def test_nap_with_every_direction_makes_the_training_speakers_means_equal():
     spread = np.stack([plain[groups == g].mean(axis=0) for g in range(3)]).std(axis=0).max()
     assert spread > 0.5  # k = 0 only standardises: the speakers still differ
     assert np.allclose(plain[fit_rows].mean(axis=0), 0, atol=1e-9)  # statistics of the fit rows only
+
+
+def test_stacking_inputs_come_from_members_that_never_saw_the_actor():
+    # Each clip has its own one-hot feature: a member memorises its training clips but knows
+    # nothing of an unseen actor's, so out-of-fold rows can only carry the class prior.
+    actors = np.repeat([1, 2, 3, 4], 6)
+    labels = pd.DataFrame({"actor": actors, "emotion": np.tile([1, 2, 3, 4, 1, 2], 4)})
+    data = Dataset(labels, {"handmade": np.eye(24)})
+    y = labels["emotion"].to_numpy()
+    configs = {"logreg": {"kind": "logreg", "features": ["handmade"], "C": 100.0}}
+    stack = benchmark_module("stack_explore")
+    rows = np.arange(24)
+    in_sample = stack.member_probas(configs, data, y, rows, rows)["logreg"]
+    oof = stack.out_of_fold_probas(configs, data, y, rows, n_splits=4)["logreg"]
+    assert np.mean(np.unique(y)[in_sample.argmax(axis=1)] == y) == 1.0
+    for actor in (1, 2, 3, 4):
+        held = oof[actors == actor]
+        assert np.allclose(held, held[0]) and held[0].max() < 0.5  # one prior row, no memorised clip
+    assert stack.stack_features({"a": oof, "b": oof}, ["a", "b"]).shape == (24, 8)

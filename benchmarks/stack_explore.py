@@ -44,7 +44,8 @@ def member_probas(
     probas = {}
     for name, config in configs.items():
         settings = {k: v for k, v in config.items() if k not in ("kind", "features")}
-        model = build_model(config["kind"], settings).fit(data.inputs(train, config["features"], False), y[train])
+        model = build_model(config["kind"], settings)
+        model.fit(data.inputs(train, config["features"], False), y[train])
         probas[name] = model.predict_proba(data.inputs(predict, config["features"], False))
     return probas
 
@@ -126,7 +127,7 @@ def main() -> None:
         f"`{command}` ({minutes:.1f} min). For each actor-kfold fold, out-of-fold member probabilities",
         "on the training actors (4 groups of actors) train a multinomial logistic regression; members",
         "refitted on all training actors feed it on the fold's 2 validation actors (never its test",
-        f"actors); mean ± sd over the 6 folds. {len(rows)} rows, {len(rows) - 2 * len(MEMBERS)} combinations.",
+        f"actors); mean ± sd over the 6 folds; {len(rows)} rows.",
     ]
     write_report("stack_explore", heading, findings, rows, command)
 

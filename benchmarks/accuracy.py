@@ -47,6 +47,10 @@ EXPLORATIONS = {  # reports/<name>.json of benchmarks/<name>.py: (what it asked,
         "gains on speech only, and only with test-time augmentation (three times the prediction cost),\n"
         "none on speech + song; not adopted",
     ),
+    "augment_more": (
+        "Pitch shift (±1 semitone, tempo kept) or white noise (20 dB) copies of the training actors",
+        "as with speed perturbation, gains on speech only and only with test-time augmentation; not adopted",
+    ),
     "gender_explore": (
         "Per-gender feature standardisation with the true gender (its upper bound)",
         "no gain, so no gender classifier was built",

@@ -1,6 +1,7 @@
-"""Speed perturbation of the training actors for the classical models, on validation actors.
+"""Speed perturbation (or pitch shift, or noise) of the training actors, on validation actors.
 
     python benchmarks/augment_explore.py [--factors 0.9,1.1] [--workers 2]
+    python benchmarks/augment_explore.py --augment pitch:-1,pitch:1 --augment noise:20 --report augment_more
 
 Kaldi-style speed perturbation (resampling: tempo and pitch move together, like a different
 vocal tract) makes new "speakers" out of the training actors, the usual cheap augmentation for
@@ -10,8 +11,12 @@ each factor and featurized like the pipeline does (hand-made, eGeMAPS, ComParE),
 plus their perturbed copies and scored on the fold's 2 validation actors' original clips; the
 test actors are never read. Speech and all, with and without per-speaker normalisation (a
 perturbed copy of an actor is normalised as its own speaker). Test-time augmentation too: a
-validation clip's class probabilities averaged with its perturbed copies'. Writes reports/augment_explore.md
-and .json.
+validation clip's class probabilities averaged with its perturbed copies' (the copies it was trained
+with; without augmentation, every copy made). Writes reports/augment_explore.md and .json.
+
+``--augment`` (repeatable, instead of ``--factors``) names other copies, one training setting
+each: ``speed:F`` (resampled by F), ``pitch:S`` (shifted by S semitones, tempo kept: a phase
+vocoder), ``noise:D`` (white noise D dB below the clip's power, seeded by the file name).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -48,14 +54,45 @@ def configurations() -> dict[str, dict[str, Any]]:
     return params_configs(["ensemble_compare", "svm", "logreg_compare"])
 
 
+def copy_change(spec: str) -> Change:
+    """The change named ``kind:value`` (see the module docstring) as ``(signal, rate, name) -> signal``;
+    signals are ``[time]`` or ``[time, channels]`` (as ``read_audio`` gives them)."""
+    kind, _, value = spec.partition(":")
+    amount = float(value)
+    if kind == "speed":
+        return lambda signal, rate, name: soxr.resample(signal, round(rate * amount), rate)
+    if kind == "pitch":
+        import librosa
+
+        def shift(signal: np.ndarray, rate: int, name: str) -> np.ndarray:
+            # librosa wants [channels, time]; float64 keeps clear of the float32 numba crash
+            return librosa.effects.pitch_shift(signal.T.astype(np.float64), sr=rate, n_steps=amount).T
+
+        return shift
+    if kind == "noise":
+        return lambda signal, rate, name: add_noise(signal, amount, zlib.crc32(name.encode()))
+    raise SystemExit(f"--augment {spec}: use speed:F, pitch:SEMITONES or noise:DB")
+
+
+def add_noise(signal: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """``signal`` plus white noise ``snr_db`` below its mean power (over the whole clip, silence included)."""
+    power = float(np.mean(np.square(signal, dtype=np.float64)))
+    noise = np.random.default_rng(seed).standard_normal(signal.shape) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (signal + noise).astype(np.float32)
+
+
 def perturb_folder(source: Path, target: Path, factor: float) -> None:
     """Each WAV under ``source`` sped up by ``factor`` (resampled), at its relative path under ``target``."""
-    transform_folder(source, target, lambda signal, rate: soxr.resample(signal, round(rate * factor), rate))
+    change = copy_change(f"speed:{factor}")
+    transform_folder(source, target, lambda signal, rate, name: change(signal, rate, name))
 
 
-def transform_folder(source: Path, target: Path, change: Callable[[np.ndarray, int], np.ndarray]) -> None:
-    """``change(signal, rate)`` of each WAV under ``source``, written atomically at its relative path
-    under ``target`` (float WAV, same rate); files already there are kept."""
+Change = Callable[[np.ndarray, int, str], np.ndarray]  # (signal, rate, file name) -> changed signal
+
+
+def transform_folder(source: Path, target: Path, change: Change) -> None:
+    """``change(signal, rate, file name)`` of each WAV under ``source``, written atomically at its relative
+    path under ``target`` (float WAV, same rate); files already there are kept."""
     for path in sorted(source.rglob("*.wav")):
         out = target / path.relative_to(source)
         if out.exists():
@@ -63,7 +100,7 @@ def transform_folder(source: Path, target: Path, change: Callable[[np.ndarray, i
         signal, rate = read_audio(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp.wav")
-        sf.write(tmp, np.asarray(change(signal, rate), dtype=np.float32), rate, subtype="FLOAT")
+        sf.write(tmp, np.asarray(change(signal, rate, path.name), dtype=np.float32), rate, subtype="FLOAT")
         tmp.replace(out)
 
 
@@ -97,6 +134,7 @@ def validation_scores(
         original = original.normalized_per_speaker()
         extra = [copy.normalized_per_speaker() for copy in extra]
     trained_on = [copy for name, copy in zip(COPIES, extra, strict=True) if name in copies]
+    tested_on = trained_on or extra
     y = original.labels["emotion"].to_numpy()
     settings = {k: v for k, v in config.items() if k not in ("kind", "features")}
     plain, tta = [], []
@@ -106,7 +144,7 @@ def validation_scores(
         model = build_model(config["kind"], settings).fit(inputs, np.tile(y[split.train], len(parts)))
         probas = [
             model.predict_proba(data.inputs(split.val, config["features"], False))
-            for data in (original, *extra)
+            for data in (original, *tested_on)
         ]
         plain.append(float(np.mean(model.classes_[probas[0].argmax(axis=1)] == y[split.val])))
         tta.append(float(np.mean(model.classes_[np.mean(probas, axis=0).argmax(axis=1)] == y[split.val])))
@@ -115,24 +153,31 @@ def validation_scores(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--factors", default="0.9,1.1")
+    parser.add_argument("--factors", default="0.9,1.1", help="speed factors (one setting), unless --augment")
+    parser.add_argument("--augment", action="append", help="copies of one setting: speed:F,pitch:S,noise:D")
+    parser.add_argument("--report", default="augment_explore", help="reports/<name>.md and .json")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    factors = [float(f) for f in args.factors.split(",")]
+    groups = args.augment or [",".join(f"speed:{f}" for f in args.factors.split(","))]
+    specs = sorted({spec for group in groups for spec in group.split(",")})
+    changes = {spec: copy_change(spec) for spec in specs}  # a bad spec stops here, before any work
     data_dir = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess"))
     params = load_params(ROOT / "params.yaml")
     started = time.perf_counter()
     featurize_data(data_dir, FEATURES, params, SETS)
-    copies = []
-    for factor in factors:
-        name = f"ravdess-speed{factor:g}"
-        perturb_folder(data_dir, CACHE / f"{name}-audio", factor)
+    folders = {}
+    for spec, change in changes.items():
+        kind, _, value = spec.partition(":")
+        name = f"ravdess-{kind}{float(value):g}"  # ravdess-speed0.9: the folders of earlier runs
+        transform_folder(data_dir, CACHE / f"{name}-audio", change)
         featurize_data(CACHE / f"{name}-audio", CACHE / f"{name}-features", params, SETS)
-        copies.append(f"{name}-features")
-    COPIES[:] = copies
+        folders[spec] = f"{name}-features"
+    COPIES[:] = list(folders.values())
     prepare_min = (time.perf_counter() - started) / 60
     configs = configurations()
-    settings = [("none", ()), ("speed " + "/".join(f"{f:g}" for f in factors), tuple(copies))]
+    settings = [("none", ())] + [
+        (describe_copies(group), tuple(folders[spec] for spec in group.split(","))) for group in groups
+    ]
     jobs = [
         (config, subset, norm, chosen)
         for subset in ("speech", "all")
@@ -167,17 +212,29 @@ def main() -> None:
         for (s, n, model, trained, tested), score in by.items()
         if (trained, tested) != ("original", "original")
     ]
-    command = f"python benchmarks/augment_explore.py --factors {args.factors} --workers {args.workers}"
+    chosen = " ".join(f"--augment {g}" for g in args.augment) if args.augment else f"--factors {args.factors}"
+    report = "" if args.report == "augment_explore" else f" --report {args.report}"
+    command = f"python benchmarks/augment_explore.py {chosen}{report} --workers {args.workers}"
+    what = "Speed perturbation" if not args.augment else "Perturbed copies (" + "; ".join(groups) + ")"
     heading = [
-        "# Speed perturbation of the training actors, and test-time augmentation, on validation actors",
+        f"# {what} of the training actors, and test-time augmentation, on validation actors",
         "",
         f"`{command}` ({prepare_min:.1f} min to perturb and featurize, {fit_min:.1f} min of fitting).",
         "Each configuration is fitted on the training actors of each actor-kfold fold (plus, with",
         "augmentation, their perturbed copies) and scored on that fold's 2 validation actors' original",
         "clips (never its test actors); `TTA mean`: the class probabilities averaged over each",
-        f"validation clip and its perturbed copies. Mean ± sd over the 6 folds. {len(rows)} rows.",
+        "validation clip and its perturbed copies (those it was trained with; without augmentation,",
+        f"all). Mean ± sd over the 6 folds. {len(rows)} rows.",
     ]
-    write_report("augment_explore", heading, findings, rows, command)
+    write_report(args.report, heading, findings, rows, command)
+
+
+def describe_copies(group: str) -> str:
+    """``speed:0.9,speed:1.1`` → ``speed 0.9/1.1`` (the label earlier reports used), else as given."""
+    kinds = {spec.partition(":")[0] for spec in group.split(",")}
+    if len(kinds) == 1:
+        return f"{kinds.pop()} " + "/".join(f"{float(spec.partition(':')[2]):g}" for spec in group.split(","))
+    return group
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def main() -> None:
     folders = {SAMPLE_SECONDS: FEATURES}
     for seconds in [float(d) for d in args.durations.split(",") if d]:
         audio = CACHE / f"ravdess-cut{seconds:g}-audio"
-        transform_folder(data_dir, audio, lambda signal, rate, s=seconds: signal[: round(s * rate)])
+        transform_folder(data_dir, audio, lambda signal, rate, name, s=seconds: signal[: round(s * rate)])
         folders[seconds] = CACHE / f"ravdess-cut{seconds:g}-features"
         featurize_data(audio, folders[seconds], params, needed)
     seeds = [42 + i for i in range(args.seeds)]

@@ -116,3 +116,18 @@ def test_stacking_inputs_come_from_members_that_never_saw_the_actor():
         held = oof[actors == actor]
         assert np.allclose(held, held[0]) and held[0].max() < 0.5  # one prior row, no memorised clip
     assert stack.stack_features({"a": oof, "b": oof}, ["a", "b"]).shape == (24, 8)
+
+
+def test_pitch_copy_keeps_the_length_and_noise_copy_has_the_asked_snr():
+    augment = benchmark_module("augment_explore")
+    signal = tone(dur=1.0, freq=200.0)
+    shifted = augment.copy_change("pitch:2")(signal, 16_000, "a.wav")
+    assert len(shifted) == len(signal) and abs(dominant_hz(shifted, 16_000) - 200.0 * 2 ** (2 / 12)) < 4
+    noisy = augment.copy_change("noise:20")(signal, 16_000, "a.wav")
+    power = [np.mean(np.square(part, dtype=np.float64)) for part in (signal, noisy - signal)]
+    snr = 10 * np.log10(power[0] / power[1])
+    assert abs(snr - 20.0) < 0.5
+    assert np.array_equal(noisy, augment.copy_change("noise:20")(signal, 16_000, "a.wav"))  # seeded by name
+    assert not np.array_equal(noisy, augment.copy_change("noise:20")(signal, 16_000, "b.wav"))
+    for spec in ("pitch:2", "noise:20", "speed:1.0"):  # read_audio's [time, channels] shape is kept
+        assert augment.copy_change(spec)(signal[:, None], 16_000, "a.wav").shape == (len(signal), 1)

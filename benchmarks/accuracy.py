@@ -59,6 +59,10 @@ EXPLORATIONS = {  # reports/<name>.json of benchmarks/<name>.py: (what it asked,
         "Nuisance attribute projection (the training speakers' mean directions projected out)",
         "small gains on speech, none on speech + song; not adopted",
     ),
+    "segment_explore": (
+        "eGeMAPS functionals of 2 or 3 consecutive parts of the trimmed utterance, added to the clip's",
+        "no gain (+0.5 points at best, up to 5 lost); not adopted",
+    ),
     "stack_explore": (
         "Stacking: a logistic regression on the members' out-of-fold (grouped by actor) log-probabilities",
         "worse than the soft vote at every regularisation; the vote stays",

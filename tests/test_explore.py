@@ -1,9 +1,10 @@
-"""Helpers of the exploration benchmarks: speed perturbation, row alignment, eGeMAPS-free configurations."""
+"""Helpers of the exploration benchmarks: perturbed copies, alignment, stacking, segments, reports."""
 
 import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 
 from components.dataset import Dataset
@@ -131,3 +132,13 @@ def test_pitch_copy_keeps_the_length_and_noise_copy_has_the_asked_snr():
     assert not np.array_equal(noisy, augment.copy_change("noise:20")(signal, 16_000, "b.wav"))
     for spec in ("pitch:2", "noise:20", "speed:1.0"):  # read_audio's [time, channels] shape is kept
         assert augment.copy_change(spec)(signal[:, None], 16_000, "a.wav").shape == (len(signal), 1)
+
+
+def test_segment_functionals_describe_each_part_in_order():
+    segment = benchmark_module("segment_explore")
+    signal = np.concatenate([tone(dur=1.0, freq=150.0), tone(dur=1.0, freq=300.0)])
+    values = segment.segment_functionals(signal, 16_000, 2)
+    names = segment.egemaps.feature_names()
+    pitch = names.index("F0semitoneFrom27.5Hz_sma3nz_amean")
+    assert values.shape == (2 * len(names),)
+    assert values[len(names) + pitch] - values[pitch] == pytest.approx(12.0, abs=1.0)  # an octave up

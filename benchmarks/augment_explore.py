@@ -26,14 +26,18 @@ import os
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
-from compare_explore import params_configs, write_report  # a sibling script: benchmarks/ is on sys.path
+from compare_explore import (  # a sibling script: benchmarks/ is on sys.path
+    accuracy_cells,
+    map_timed,
+    params_configs,
+    write_report,
+)
 
 from components.audio import read_audio
 from components.dataset import Dataset, load_dataset
@@ -58,7 +62,12 @@ def copy_change(spec: str) -> Change:
     """The change named ``kind:value`` (see the module docstring) as ``(signal, rate, name) -> signal``;
     signals are ``[time]`` or ``[time, channels]`` (as ``read_audio`` gives them)."""
     kind, _, value = spec.partition(":")
-    amount = float(value)
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = None
+    if kind not in ("speed", "pitch", "noise") or amount is None:
+        raise SystemExit(f"--augment {spec}: use speed:F, pitch:SEMITONES or noise:DB")
     if kind == "speed":
         return lambda signal, rate, name: soxr.resample(signal, round(rate * amount), rate)
     if kind == "pitch":
@@ -69,9 +78,7 @@ def copy_change(spec: str) -> Change:
             return librosa.effects.pitch_shift(signal.T.astype(np.float64), sr=rate, n_steps=amount).T
 
         return shift
-    if kind == "noise":
-        return lambda signal, rate, name: add_noise(signal, amount, zlib.crc32(name.encode()))
-    raise SystemExit(f"--augment {spec}: use speed:F, pitch:SEMITONES or noise:DB")
+    return lambda signal, rate, name: add_noise(signal, amount, zlib.crc32(name.encode()))
 
 
 def add_noise(signal: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -185,10 +192,7 @@ def main() -> None:
         for _, chosen in settings
         for config in configs.values()
     ]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        scores = list(pool.map(validation_scores, jobs))
-    fit_min = (time.perf_counter() - started) / 60
+    scores, fit_min = map_timed(validation_scores, jobs, args.workers)
     labels = [(name, aug) for _s in range(2) for _n in range(2) for aug, _ in settings for name in configs]
     rows = [
         {
@@ -197,8 +201,7 @@ def main() -> None:
             "model": name,
             "trained on": "original" if aug == "none" else f"original + {aug}",
             "tested on": tested,
-            "val accuracy": round(float(np.mean(s)), 3),
-            "sd": round(float(np.std(s)), 3),
+            **accuracy_cells(s),
         }
         for (name, aug), (_, subset, norm, _), both in zip(labels, jobs, scores, strict=True)
         for tested, s in zip(("original", "TTA mean"), both, strict=True)

@@ -15,13 +15,14 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from components.dataset import load_dataset
+from components.dataset import Dataset, load_dataset
 from components.evaluate import ModelSpec
 from components.metrics import format_table
 from components.models import build_model
@@ -63,6 +64,12 @@ def validation_scores(job: tuple[dict[str, Any], str, bool]) -> list[float]:
     """Validation-actor accuracy of one configuration on every fold (test actors unread)."""
     config, subset, norm = job
     data = load_dataset(FEATURES, ALL_SETS, False)
+    return fold_scores(data, config, subset, norm)
+
+
+def fold_scores(data: Dataset, config: dict[str, Any], subset: str, norm: bool) -> list[float]:
+    """Validation-actor accuracy of ``config`` on every actor-kfold fold of ``data``'s ``subset`` clips,
+    z-scored per speaker if ``norm``; the test actors are never read."""
     data = data.subset(data.labels.index.isin(select_subset(data.labels, subset).index))
     if norm:
         data = data.normalized_per_speaker()
@@ -76,6 +83,19 @@ def validation_scores(job: tuple[dict[str, Any], str, bool]) -> list[float]:
         predicted = model.predict(data.inputs(split.val, config["features"], False))
         scores.append(float(np.mean(predicted == y[split.val])))
     return scores
+
+
+def map_timed(function: Callable[[Any], Any], jobs: Iterable[Any], workers: int) -> tuple[list[Any], float]:
+    """``function`` over ``jobs`` in ``workers`` processes: the results in order, and the minutes taken."""
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(function, jobs))
+    return results, (time.perf_counter() - started) / 60
+
+
+def accuracy_cells(scores: list[float]) -> dict[str, float]:
+    """A report row's ``val accuracy`` (mean over folds) and ``sd`` columns."""
+    return {"val accuracy": round(float(np.mean(scores)), 3), "sd": round(float(np.std(scores)), 3)}
 
 
 def params_configs(names: list[str]) -> dict[str, dict[str, Any]]:
@@ -117,18 +137,14 @@ def main() -> None:
     data_dir = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess"))
     featurize_data(data_dir, FEATURES, load_params(ROOT / "params.yaml"), ["handmade", "egemaps", "compare"])
     jobs = [(c, s, n) for s in ("speech", "all") for n in (False, True) for c in configurations()]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        scores = list(pool.map(validation_scores, jobs))
-    minutes = (time.perf_counter() - started) / 60
+    scores, minutes = map_timed(validation_scores, jobs, args.workers)
     rows = [
         {
             "subset": subset,
             "norm": "speaker" if norm else "none",
             "model": describe(config),
             "features": "+".join(config["features"]),
-            "val accuracy": round(float(np.mean(s)), 3),
-            "sd": round(float(np.std(s)), 3),
+            **accuracy_cells(s),
         }
         for (config, subset, norm), s in zip(jobs, scores, strict=True)
     ]

@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from compare_explore import (  # a sibling script: benchmarks/ is on sys.path
+    accuracy_cells,
+    map_timed,
     params_configs,
     validation_scores,
     write_report,
@@ -97,10 +98,7 @@ def main() -> None:
         for name, config in configs.items()
     }
     jobs = [(c, s, n) for s in ("speech", "all") for n in (False, True) for c in configs.values()]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        scores = list(pool.map(validation_scores, jobs))
-    minutes = (time.perf_counter() - started) / 60
+    scores, minutes = map_timed(validation_scores, jobs, args.workers)
     names = [name for _ in range(4) for name in configs]
     rows = [
         {
@@ -108,8 +106,7 @@ def main() -> None:
             "norm": "speaker" if norm else "none",
             "model": name,
             "features": "+".join(config["features"]),
-            "val accuracy": round(float(np.mean(s)), 3),
-            "sd": round(float(np.std(s)), 3),
+            **accuracy_cells(s),
             "features ms (real clip)": round(cost[name]["real"], 1),
             "features ms (4 s clip)": round(cost[name]["4 s"], 1),
         }

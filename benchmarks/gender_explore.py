@@ -15,14 +15,12 @@ not help, a gender classifier is not worth building. Writes reports/gender_explo
 from __future__ import annotations
 
 import argparse
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from augment_explore import configurations  # sibling scripts: benchmarks/ is on sys.path
-from compare_explore import write_report
+from compare_explore import accuracy_cells, map_timed, write_report
 
 from components.dataset import load_dataset
 from components.models import build_model
@@ -74,18 +72,14 @@ def main() -> None:
     args = parser.parse_args()
     configs = configurations()
     jobs = [(c, s, g) for s in ("speech", "all") for g in (False, True) for c in configs.values()]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        scores = list(pool.map(validation_scores, jobs))
-    minutes = (time.perf_counter() - started) / 60
+    scores, minutes = map_timed(validation_scores, jobs, args.workers)
     names = [name for _ in range(4) for name in configs]
     rows = [
         {
             "subset": subset,
             "scaling": "per gender (true)" if by_gender else "global",
             "model": name,
-            "val accuracy": round(float(np.mean(s)), 3),
-            "sd": round(float(np.std(s)), 3),
+            **accuracy_cells(s),
         }
         for name, (_, subset, by_gender), s in zip(names, jobs, scores, strict=True)
     ]

@@ -17,14 +17,12 @@ model; ``all``: every direction the training groups span. svm (hand-made + eGeMA
 from __future__ import annotations
 
 import argparse
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from augment_explore import configurations  # sibling scripts: benchmarks/ is on sys.path
-from compare_explore import write_report
+from compare_explore import accuracy_cells, map_timed, write_report
 
 from components.dataset import load_dataset
 from components.models import build_model
@@ -98,17 +96,13 @@ def main() -> None:
     args = parser.parse_args()
     dims = [None if d == "all" else int(d) for d in args.dims.split(",")]
     jobs = [(subset, k) for subset in ("speech", "all") for k in dims]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(validation_scores, jobs))
-    minutes = (time.perf_counter() - started) / 60
+    results, minutes = map_timed(validation_scores, jobs, args.workers)
     rows = [
         {
             "subset": subset,
             "NAP dims": "all" if k is None else k,
             "model": model,
-            "val accuracy": round(float(np.mean(s)), 3),
-            "sd": round(float(np.std(s)), 3),
+            **accuracy_cells(s),
         }
         for (subset, k), result in zip(jobs, results, strict=True)
         for model, s in result.items()

@@ -24,13 +24,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from compare_explore import params_configs, write_report  # sibling script: benchmarks/ is on sys.path
+from compare_explore import (  # sibling script: benchmarks/ is on sys.path
+    accuracy_cells,
+    fold_scores,
+    map_timed,
+    params_configs,
+    write_report,
+)
 
 from components.audio import load_clip
 from components.dataset import Dataset, load_dataset
 from components.features import egemaps
-from components.models import build_model
-from components.protocols import make_splits, select_subset
 from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,20 +109,8 @@ def configurations() -> dict[str, dict[str, Any]]:
 def validation_scores(job: tuple[str, str, bool]) -> list[float]:
     """Validation-actor accuracy of configuration ``name`` on every fold (test actors unread)."""
     name, subset, norm = job
-    config = configurations()[name]
     data = with_segments(load_dataset(FEATURES, SETS, False))
-    data = data.subset(data.labels.index.isin(select_subset(data.labels, subset).index))
-    if norm:
-        data = data.normalized_per_speaker()
-    y = data.labels["emotion"].to_numpy()
-    settings = {k: v for k, v in config.items() if k not in ("kind", "features")}
-    scores = []
-    for split in make_splits(data.labels, "actor-kfold", n_folds=6, n_val_actors=2):
-        model = build_model(config["kind"], settings)
-        model.fit(data.inputs(split.train, config["features"], False), y[split.train])
-        predicted = model.predict(data.inputs(split.val, config["features"], False))
-        scores.append(float(np.mean(predicted == y[split.val])))
-    return scores
+    return fold_scores(data, configurations()[name], subset, norm)
 
 
 def main() -> None:
@@ -132,17 +124,13 @@ def main() -> None:
     cache_segments(data_dir, SEGMENTS, load_params(ROOT / "params.yaml"), args.workers)
     extract_min = (time.perf_counter() - started) / 60
     jobs = [(name, s, n) for s in ("speech", "all") for n in (False, True) for name in configurations()]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        scores = list(pool.map(validation_scores, jobs))
-    fit_min = (time.perf_counter() - started) / 60
+    scores, fit_min = map_timed(validation_scores, jobs, args.workers)
     rows = [
         {
             "subset": subset,
             "norm": "speaker" if norm else "none",
             "model": name,
-            "val accuracy": round(float(np.mean(s)), 3),
-            "sd": round(float(np.std(s)), 3),
+            **accuracy_cells(s),
         }
         for (name, subset, norm), s in zip(jobs, scores, strict=True)
     ]

@@ -15,13 +15,16 @@ ensemble_compare (svm + logreg_compare). Writes reports/stack_explore.md and .js
 from __future__ import annotations
 
 import argparse
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from compare_explore import params_configs, write_report  # sibling script: benchmarks/ is on sys.path
+from compare_explore import (  # sibling script: benchmarks/ is on sys.path
+    accuracy_cells,
+    map_timed,
+    params_configs,
+    write_report,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
@@ -96,23 +99,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     jobs = [(subset, index) for subset in ("speech", "all") for index in range(6)]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(validation_scores, jobs))
-    minutes = (time.perf_counter() - started) / 60
+    results, minutes = map_timed(validation_scores, jobs, args.workers)
     rows = []
     for subset in ("speech", "all"):
         folds = [r for (s, _), r in zip(jobs, results, strict=True) if s == subset]
         for name in folds[0]:
-            values = [fold[name] for fold in folds]
-            rows.append(
-                {
-                    "subset": subset,
-                    "model": name,
-                    "val accuracy": round(float(np.mean(values)), 3),
-                    "sd": round(float(np.std(values)), 3),
-                }
-            )
+            rows.append({"subset": subset, "model": name, **accuracy_cells([fold[name] for fold in folds])})
     by = {(r["subset"], r["model"]): r["val accuracy"] for r in rows}
     findings = [
         f"{model} over vote svm+logreg_compare (= ensemble_compare), {subset}: "

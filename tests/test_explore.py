@@ -132,6 +132,9 @@ def test_pitch_copy_keeps_the_length_and_noise_copy_has_the_asked_snr():
     assert not np.array_equal(noisy, augment.copy_change("noise:20")(signal, 16_000, "b.wav"))
     for spec in ("pitch:2", "noise:20", "speed:1.0"):  # read_audio's [time, channels] shape is kept
         assert augment.copy_change(spec)(signal[:, None], 16_000, "a.wav").shape == (len(signal), 1)
+    for spec in ("pitch:x", "echo:3"):  # a bad spec stops the script with the syntax, before any work
+        with pytest.raises(SystemExit, match="speed:F, pitch:SEMITONES or noise:DB"):
+            augment.copy_change(spec)
 
 
 def test_segment_functionals_describe_each_part_in_order():

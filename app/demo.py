@@ -19,13 +19,13 @@ import pandas as pd
 import streamlit as st
 from matplotlib.figure import Figure
 
-from components.audio import read_audio, to_mono
+from components.data.audio import read_audio, to_mono
 from components.errors import SerError
-from components.serving import MAX_AUDIO_BYTES, MAX_AUDIO_DUR
-from components.silence import check_not_silent
-from flows.model_io import LoadedModel, load_model, use_store
-from flows.paths import PARAMS_FILE
-from flows.predict import FileResult, predict_files, set_torch_threads, silence_settings
+from components.paths import PARAMS_FILE
+from components.registry.model_io import LoadedModel, load_model, use_store
+from components.serving.predict import FileResult, predict_files, set_torch_threads, silence_settings
+from components.serving.pyfunc import MAX_AUDIO_BYTES, MAX_AUDIO_DUR
+from components.serving.silence import check_not_silent
 
 DEFAULT_MODEL = os.environ.get("SER_MODEL_URI", "models:/ravdess-emotion@champion")
 METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro F1", "weighted_f1": "weighted F1"}
@@ -35,10 +35,10 @@ logger = logging.getLogger(__name__)
 def check_upload(data: bytes, name: str) -> tuple[np.ndarray, int]:
     """The upload's samples and rate, or a ``SerError`` saying why it cannot be scored.
 
-    The same limits as the REST server (``components.serving``: 10 MB and 30 s per clip; longer
+    The same limits as the REST server (``components.serving.pyfunc``: 10 MB and 30 s per clip; longer
     recordings go to ``ser predict --windows``), the same reader as ``ser predict`` (empty, not
     audio, truncated header, NaN/Inf samples) and the same silence test
-    (:func:`components.silence.check_not_silent` with ``params.yaml``'s validate settings).
+    (:func:`components.serving.silence.check_not_silent` with ``params.yaml``'s validate settings).
     """
     if len(data) > MAX_AUDIO_BYTES:
         raise SerError(

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from components.evaluate import Evaluation, ModelSpec
-from components.metrics import format_table
-from flows.common import write_text
+from components.evaluation.evaluate import Evaluation, ModelSpec
+from components.evaluation.metrics import format_table
+from components.runtime.files import write_text
+from components.settings import load_params
 from flows.evaluate import evaluate_data
-from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"
@@ -119,10 +119,10 @@ def time_model(name: str, settings: dict, data: Path) -> dict[str, float]:
     import torch
     from threadpoolctl import threadpool_limits
 
+    from components.evaluation.evaluate import prepare_data
+    from components.evaluation.protocols import make_splits
     from components.features.sets import extract_params
-    from components.protocols import make_splits
-    from components.serving import EmotionPredictor
-    from flows.train import prepare_data
+    from components.serving.pyfunc import EmotionPredictor
 
     spec = ModelSpec.from_params(name, settings[name])
     subset = prepare_data(spec, FEATURES, "all", speaker_norm=False)
@@ -130,7 +130,7 @@ def time_model(name: str, settings: dict, data: Path) -> dict[str, float]:
     split = make_splits(
         subset.labels, "actor-kfold", n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"]
     )[0]
-    from components.evaluate import fit_on_rows
+    from components.evaluation.evaluate import fit_on_rows
 
     train = split.train if spec.early_stops else np.union1d(split.train, split.val)
     torch.set_num_threads(1)

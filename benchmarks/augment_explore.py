@@ -39,12 +39,12 @@ from compare_explore import (  # a sibling script: benchmarks/ is on sys.path
     write_report,
 )
 
-from components.audio import read_audio
-from components.dataset import Dataset, load_dataset
+from components.data.audio import read_audio
+from components.evaluation.dataset import Dataset, load_dataset
+from components.evaluation.protocols import make_splits, select_subset
 from components.models import build_model
-from components.protocols import make_splits, select_subset
+from components.settings import load_params
 from flows.featurize import featurize_data
-from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".ser-cache"

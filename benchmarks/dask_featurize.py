@@ -78,8 +78,8 @@ def clip_table(data_dir: Path, path: Path, n_clips: int | None) -> int:
     """The validate stage's clip table for the sample (labels, location, content hash)."""
     import yaml
 
-    from components.discover import discover
-    from components.metadata import build_metadata
+    from components.data.discover import discover
+    from components.data.metadata import build_metadata
 
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())
     clips, _ = build_metadata(discover(data_dir), silence_dbfs=settings["validate"]["silence_dbfs"])

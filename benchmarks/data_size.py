@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 from augment_explore import transform_folder  # a sibling script: benchmarks/ is on sys.path
 
-from components.dataset import load_dataset
-from components.evaluate import ModelSpec
-from components.metrics import format_table
+from components.evaluation.dataset import load_dataset
+from components.evaluation.evaluate import ModelSpec
+from components.evaluation.metrics import format_table
+from components.evaluation.protocols import make_splits
 from components.models import build_model
-from components.protocols import make_splits
-from flows.common import write_text
+from components.runtime.files import write_text
+from components.settings import load_params
 from flows.featurize import featurize_data
-from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".ser-cache"

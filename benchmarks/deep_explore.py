@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from components.dataset import load_dataset
-from components.metrics import format_table
+from components.evaluation.dataset import load_dataset
+from components.evaluation.metrics import format_table
+from components.evaluation.protocols import make_splits, select_subset
 from components.models import build_model
-from components.protocols import make_splits, select_subset
-from flows.common import write_text
+from components.runtime.files import write_text
+from components.settings import load_params
 from flows.featurize import featurize_data
-from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"  # shared with benchmarks/accuracy_explore.py

@@ -31,9 +31,9 @@ from compare_explore import (  # a sibling script: benchmarks/ is on sys.path
     write_report,
 )
 
-from components import audio
+from components.data import audio
 from components.features import sets
-from flows.params import load_params
+from components.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 H, HC = ["handmade"], ["handmade", "compare"]

@@ -37,7 +37,7 @@ def clip_table(data_dir: Path, path: Path) -> int:
     """Discover the clips, hash their bytes, save the table the workers read; returns its size."""
     import pandas as pd
 
-    from components.discover import discover, read_bytes
+    from components.data.discover import discover, read_bytes
 
     rows = []
     for found in discover(data_dir).files:
@@ -53,8 +53,8 @@ def run_one(config: dict) -> dict:
     import pandas as pd
     import yaml
 
+    from components.features.featurize import featurize
     from components.features.sets import extract_params
-    from components.featurize import featurize
 
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())
     params = extract_params(settings["preprocess"], settings["featurize"])

@@ -22,9 +22,9 @@ import numpy as np
 from augment_explore import configurations  # sibling scripts: benchmarks/ is on sys.path
 from compare_explore import accuracy_cells, map_timed, write_report
 
-from components.dataset import load_dataset
+from components.evaluation.dataset import load_dataset
+from components.evaluation.protocols import make_splits, select_subset
 from components.models import build_model
-from components.protocols import make_splits, select_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"  # shared with the other explore benchmarks

@@ -4,8 +4,8 @@ Each family (params.yaml's ``train.models``: rf, svm, logreg, mlp, cnn, cnn_lstm
 fitted on a small demo corpus with its params.yaml features and settings (deep models for
 ``--epochs`` epochs only: accuracy is not measured here, inference cost does not depend on
 it), logged and registered in a temporary MLflow store exactly as the train stage does, loaded
-back with ``flows.model_io.load_model`` and timed through ``flows.predict.predict_files``, the
-code behind ``ser predict``:
+back with ``components.registry.model_io.load_model`` and timed through
+``components.serving.predict.predict_files``, the code behind ``ser predict``:
 
 - single: one 4 s clip (48 kHz 16-bit WAV, as RAVDESS), warm (after 3 calls), median and p95
   of ``--repeats`` calls of ``predict_files([clip], batch_size=1)``: read, resample, features,
@@ -41,12 +41,12 @@ N_ACTORS = 4  # demo actors to fit on: 416 clips, enough for every family to tra
 
 def demo_features(workdir: Path, feature_sets: list[str]) -> Path:
     """Synthesise a small demo corpus and extract ``feature_sets``; returns the features folder."""
-    from components.discover import discover
+    from components.data.discover import discover
+    from components.data.metadata import build_metadata
+    from components.data.synth import write_corpus
+    from components.features.featurize import featurize
     from components.features.sets import extract_params
-    from components.featurize import featurize
-    from components.metadata import build_metadata
-    from components.synth import write_corpus
-    from flows.params import load_params
+    from components.settings import load_params
 
     params = load_params(ROOT / "params.yaml")
     raw, features = workdir / "raw", workdir / "features"
@@ -59,11 +59,11 @@ def demo_features(workdir: Path, feature_sets: list[str]) -> Path:
 
 def fit_predictor(name: str, features: Path, epochs: int) -> Any:
     """One params.yaml model fitted on the demo features, wrapped with its extraction settings."""
-    from components.dataset import load_dataset
-    from components.evaluate import ModelSpec, fit_on_rows
+    from components.evaluation.dataset import load_dataset
+    from components.evaluation.evaluate import ModelSpec, fit_on_rows
     from components.features.sets import extract_params
-    from components.serving import EmotionPredictor
-    from flows.params import load_params
+    from components.serving.pyfunc import EmotionPredictor
+    from components.settings import load_params
 
     params = load_params(ROOT / "params.yaml")
     spec = ModelSpec.from_params(name, params[name])
@@ -84,7 +84,7 @@ def register_in(store: str, workdir: Path, name: str, predictor: Any) -> str:
     """Log and register ``predictor`` as ``bench-<name>`` in ``store``; returns its model URI."""
     import mlflow
 
-    from flows.model_io import register_predictor
+    from components.registry.model_io import register_predictor
 
     previous = os.getcwd()
     os.chdir(workdir)  # the experiment's artifacts go under ./mlruns
@@ -100,8 +100,8 @@ def write_clips(folder: Path, n_clips: int) -> list[Path]:
     """``n_clips`` different synthetic utterances, each exactly 4 s of 48 kHz 16-bit WAV."""
     import soundfile as sf
 
-    from components.audio import fit_length
-    from components.synth import corpus_labels, synthesize_clip
+    from components.data.audio import fit_length
+    from components.data.synth import corpus_labels, synthesize_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     labels = corpus_labels([21, 22])  # actors the models never saw
@@ -118,8 +118,8 @@ def write_clips(folder: Path, n_clips: int) -> list[Path]:
 
 def time_model(uri: str, clips: list[Path], repeats: int, threads: int) -> dict[str, float]:
     """Warm single-clip latency and batch throughput through ``predict_files``, torch on ``threads``."""
-    from flows.model_io import load_model
-    from flows.predict import predict_files, set_torch_threads
+    from components.registry.model_io import load_model
+    from components.serving.predict import predict_files, set_torch_threads
 
     set_torch_threads(threads)
     started = time.perf_counter()
@@ -165,7 +165,7 @@ def cold_cli(store: str, uri: str, clip: Path) -> float:
 
 def report(rows: list[dict], cold: dict[str, float], args: argparse.Namespace) -> str:
     """The Markdown report."""
-    from components.metrics import format_table
+    from components.evaluation.metrics import format_table
 
     load = os.getloadavg()[0]
     command = " ".join(["python benchmarks/predict.py", *sys.argv[1:]])
@@ -177,7 +177,7 @@ def report(rows: list[dict], cold: dict[str, float], args: argparse.Namespace) -
         f"{N_ACTORS}-actor demo corpus with its params.yaml features and settings (deep models:",
         f"{args.epochs} epochs), registered in a temporary MLflow store like the train stage does,",
         "loaded back and timed through",
-        "`flows.predict.predict_files` (the code behind `ser predict`): read the WAV, resample",
+        "`components.serving.predict.predict_files` (the code behind `ser predict`): read the WAV, resample",
         "48 → 16 kHz, extract features, predict.",
         "",
         f"- single: one 4 s clip (48 kHz 16-bit), warm, median and p95 over {args.repeats} calls;",
@@ -223,8 +223,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args()
 
-    from components.evaluate import ModelSpec
-    from flows.params import load_params
+    from components.evaluation.evaluate import ModelSpec
+    from components.settings import load_params
 
     params = load_params(ROOT / "params.yaml")
     names = [n.strip() for n in args.models.split(",") if n.strip()]

@@ -178,7 +178,7 @@ def build_zip_cases(folder: Path, bomb: bool = True) -> list[Case]:
 
 def ser(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> dict:
     """Run ``ser ARGS`` in a fresh process; its exit code, output and wall time."""
-    command = [sys.executable, "-m", "flows.cli", *args]
+    command = [sys.executable, "-m", "cli", *args]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     start = time.perf_counter()
     try:
@@ -251,16 +251,16 @@ def train_tiny_model(good: Path, root: Path) -> str:
     """Featurize the good clips (hand-made set), fit a logistic regression, register it as champion."""
     import mlflow
 
-    from components.dataset import load_dataset
-    from components.discover import discover
+    from components.data.discover import discover
+    from components.data.metadata import build_metadata
+    from components.evaluation.dataset import load_dataset
+    from components.features.featurize import featurize
     from components.features.sets import extract_params
-    from components.featurize import featurize
-    from components.metadata import build_metadata
     from components.models import build_model
-    from components.serving import EmotionPredictor
-    from flows.model_io import register_predictor
-    from flows.params import load_params
-    from flows.registry import CHAMPION
+    from components.registry.model_io import register_predictor
+    from components.registry.promote import CHAMPION
+    from components.serving.pyfunc import EmotionPredictor
+    from components.settings import load_params
 
     params = load_params(PARAMS)
     extract = extract_params(params["preprocess"], params["featurize"])
@@ -305,7 +305,7 @@ def kill_and_resume(data: Path, root: Path, n_trials: int, seed: int, sets: str)
     for index in range(n_trials):
         out = root / "features" / f"trial-{index}"
         delay = rng.uniform(0.3, 0.9) * reference["seconds"]
-        command = [sys.executable, "-m", "flows.cli", *base, "--out", str(out)]
+        command = [sys.executable, "-m", "cli", *base, "--out", str(out)]
         process = subprocess.Popen(
             command,
             cwd=work,
@@ -347,7 +347,7 @@ TRAIN_TIMING_KEYS = ("seconds", "train_seconds")  # wall times: the only part of
 
 def tiny_train_params() -> dict:
     """params.yaml shrunk for a 4-actor corpus: rf, logreg and a small CNN, 4 folds, one protocol."""
-    from flows.params import load_params
+    from components.settings import load_params
 
     params = load_params(PARAMS)
     params["train"].update(models=["rf", "logreg", "cnn"], n_workers=2, retries=0)
@@ -367,12 +367,12 @@ def train_workspace(folder: Path, n_actors: int = 4) -> Path:
     import yaml
     from mlflow import MlflowClient
 
-    from components.discover import discover
+    from components.data.discover import discover
+    from components.data.metadata import build_metadata
+    from components.data.synth import write_corpus
+    from components.features.featurize import featurize
     from components.features.sets import extract_params
-    from components.featurize import featurize
-    from components.metadata import build_metadata
-    from components.synth import write_corpus
-    from flows.registry import CHAMPION
+    from components.registry.promote import CHAMPION
 
     params = tiny_train_params()
     write_corpus(folder / "data" / "raw", n_actors=n_actors, seed=0, n_jobs=2)
@@ -612,12 +612,12 @@ def finetune_workspace(folder: Path, corpus: Path) -> Path:
     import yaml
     from mlflow import MlflowClient
 
-    from components.discover import discover
+    from components.data.discover import discover
+    from components.data.metadata import build_metadata
+    from components.features.featurize import featurize
     from components.features.sets import extract_params
-    from components.featurize import featurize
-    from components.metadata import build_metadata
+    from components.settings import load_params
     from components.wav2vec2.pretrained import save_tiny_checkpoint
-    from flows.params import load_params
 
     params = load_params(PARAMS)
     clips, _ = build_metadata(discover(corpus), silence_dbfs=-60.0)
@@ -826,7 +826,7 @@ def concurrent_featurize(data: Path, root: Path, sets: str) -> dict:
         str(out),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "flows.cli", *base]
+    command = [sys.executable, "-m", "cli", *base]
     runs = run_together([(command, root / "work", env), (command, root / "work", env)])
     expected = read_tables(root / "features" / "reference")
     tables = read_tables(out)
@@ -937,7 +937,7 @@ def run_trial(
     concurrency: bool = True,
 ) -> dict:
     """Build every case under ``root``, run the commands on them, return what happened."""
-    from components.synth import write_corpus
+    from components.data.synth import write_corpus
 
     data, zips, out, work = root / "data", root / "zips", root / "out", root / "work"
     for folder in (out, work):
@@ -1196,8 +1196,8 @@ def format_concurrent(concurrent: dict, yes, cell) -> list[str]:
         "## Concurrent runs",
         "",
         "Two runs of the same command started at the same moment on one workspace. The project's own",
-        "entry points take a workspace lock (`flows/locks.py`: `fcntl.flock` on a file beside the output,",
-        "released by the kernel when the holder dies); `dvc repro` has DVC's lock. Identical: the",
+        "entry points take a workspace lock (`components/runtime/locks.py`: `fcntl.flock` on a file beside",
+        "the output,released by the kernel when the holder dies); `dvc repro` has DVC's lock. Identical: the",
         "survivor's outputs equal a single run's. Integrity: `PRAGMA integrity_check` of the MLflow store.",
         "",
         "| runs | exit codes | one finished | what the other printed | refused after (s) "

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flows.common import write_text  # noqa: E402
+
 from tests.conftest import (  # noqa: E402
     free_port,
     make_clone,
@@ -127,7 +128,7 @@ def main() -> None:
         return
     from mlflow import MlflowClient
 
-    from components.synth import write_corpus
+    from components.data.synth import write_corpus
 
     work = Path(tempfile.mkdtemp(prefix="ser-retrain-bench-"))
     template = work / "template.db"
@@ -183,7 +184,7 @@ def main() -> None:
         stop(served)
         stop(server)
 
-    from components.metrics import format_table
+    from components.evaluation.metrics import format_table
 
     report = [
         "# Scheduled retraining on real servers",

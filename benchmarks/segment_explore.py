@@ -32,10 +32,10 @@ from compare_explore import (  # sibling script: benchmarks/ is on sys.path
     write_report,
 )
 
-from components.audio import load_clip
-from components.dataset import Dataset, load_dataset
+from components.data.audio import load_clip
+from components.evaluation.dataset import Dataset, load_dataset
 from components.features import egemaps
-from flows.params import load_params
+from components.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".ser-cache"

@@ -111,8 +111,8 @@ def clip_payload() -> tuple[bytes, int]:
     """A ``dataframe_split`` request with one 4 s, 48 kHz 16-bit synthetic utterance; and its WAV size."""
     import soundfile as sf
 
-    from components.audio import fit_length
-    from components.synth import corpus_labels, synthesize_clip
+    from components.data.audio import fit_length
+    from components.data.synth import corpus_labels, synthesize_clip
 
     labels = corpus_labels([21])[20]  # an actor no model saw
     signal = fit_length(synthesize_clip(labels, 48_000, seed=1), 4 * 48_000)
@@ -139,7 +139,7 @@ def demo_store(workdir: Path) -> tuple[str, str]:
 
 
 def project_store() -> str:
-    from flows.params import load_params
+    from components.settings import load_params
 
     uri = (
         os.environ.get("MLFLOW_TRACKING_URI") or load_params(ROOT / "params.yaml")["tracking"]["tracking_uri"]
@@ -153,7 +153,7 @@ def benchmark(store: str, model: str, n_requests: int, workdir: Path) -> dict:
     """Start the server, measure memory and latency, stop it."""
     from mlflow import MlflowClient
 
-    from flows.model_io import describe_uri
+    from components.registry.model_io import describe_uri
 
     bin_dir = Path(sys.executable).parent
     port = free_port()

@@ -28,9 +28,9 @@ from compare_explore import (  # sibling script: benchmarks/ is on sys.path
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from components.dataset import Dataset, load_dataset
+from components.evaluation.dataset import Dataset, load_dataset
+from components.evaluation.protocols import make_splits, select_subset
 from components.models import build_model
-from components.protocols import make_splits, select_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"  # shared with the other explore benchmarks

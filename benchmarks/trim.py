@@ -14,10 +14,10 @@ import copy
 import os
 from pathlib import Path
 
-from components.metrics import format_table
-from flows.common import write_text
+from components.evaluation.metrics import format_table
+from components.runtime.files import write_text
+from components.settings import load_params
 from flows.evaluate import evaluate_data
-from flows.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = [None, 60.0, 40.0, 30.0]

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from components.dataset import Dataset, load_dataset
-from components.metrics import format_table
+from components.evaluation.dataset import Dataset, load_dataset
+from components.evaluation.metrics import format_table
+from components.evaluation.protocols import make_splits, select_subset
 from components.models import build_model
-from components.protocols import make_splits, select_subset
-from flows.common import write_text
-from flows.params import load_params
+from components.runtime.files import write_text
+from components.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"  # shared with the other explore benchmarks
@@ -75,7 +75,7 @@ def main() -> None:
     import optuna
     from mlflow import MlflowClient
 
-    from flows.tracking import experiment_id, start_run, store_uri
+    from components.tracking.runs import experiment_id, start_run, store_uri
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=24)

@@ -142,7 +142,7 @@ def main() -> None:
     from transformers import __version__ as transformers_version
     from transformers.utils import logging
 
-    from components.metrics import format_table
+    from components.evaluation.metrics import format_table
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()

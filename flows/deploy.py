@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import SerError
-from flows.common import exit_on_error
+from components.runtime.files import exit_on_error
+from components.settings import load_params
 from flows.evaluate import evaluate_version
-from flows.params import load_params
 from flows.predict_batch import predict_batch
 from flows.retrain import retrain
 

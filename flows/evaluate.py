@@ -16,16 +16,17 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from components.discover import AudioFile, discover
+from components.data.discover import AudioFile, discover
 from components.errors import SerError
-from components.evaluate import Evaluation, ModelSpec
+from components.evaluation.evaluate import Evaluation, ModelSpec, results_table
+from components.evaluation.metrics import plot_confusion
+from components.evaluation.protocols import SUBSETS
 from components.features.sets import SCALAR_SETS
-from components.metrics import plot_confusion
-from components.protocols import SUBSETS
-from flows.common import fail_cleanly, project_root
+from components.runtime.files import project_root
+from components.settings import load_params
+from flows import fail_cleanly
 from flows.featurize import featurize_data
-from flows.params import load_params
-from flows.train import evaluate_model, results_table
+from flows.train import evaluate_model
 
 
 def needed_sets(specs: list[ModelSpec]) -> list[str]:
@@ -116,10 +117,10 @@ def evaluate_version(
     from mlflow import MlflowClient
     from prefect.artifacts import create_markdown_artifact
 
+    from components.registry.model_io import load_model, use_store
+    from components.serving.predict import predict_files, silence_settings, summarize, write_results_csv
+    from components.tracking.runs import experiment_id, scalar_metrics, start_run, store_uri
     from flows.ingest import stage_source
-    from flows.model_io import load_model, use_store
-    from flows.predict import predict_files, silence_settings, summarize, write_results_csv
-    from flows.tracking import experiment_id, scalar_metrics, start_run, store_uri
 
     logger = get_run_logger()
     project = project_root(project_dir)

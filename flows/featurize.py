@@ -13,16 +13,17 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from components.discover import discover
+from components.data.discover import discover
+from components.data.metadata import build_metadata
 from components.errors import SerError
+from components.features.featurize import FeaturizeSummary, featurize
 from components.features.sets import extract_params
-from components.featurize import FeaturizeSummary, featurize
-from components.metadata import build_metadata
-from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
-from flows.locks import hold_lock
-from flows.params import load_params
-from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR
-from flows.runners import chunk_map
+from components.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR
+from components.runtime.files import exit_on_error, write_json
+from components.runtime.locks import hold_lock
+from components.runtime.runners import chunk_map
+from components.settings import load_params
+from flows import fail_cleanly, run_flow
 
 
 def summarize(summary: FeaturizeSummary) -> dict[str, Any]:

@@ -17,15 +17,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from components import synth, synth_voice
-from components.archive import safe_extract
+from components.data import synth, synth_voice
+from components.data.archive import safe_extract
+from components.data.fetch import fetch_ravdess
+from components.data.ingest import fingerprint_source, fingerprint_tree, sync_audio
+from components.data.synth import write_corpus
 from components.errors import SerError
-from components.fetch import fetch_ravdess
-from components.ingest import fingerprint_source, fingerprint_tree, sync_audio
-from components.synth import write_corpus
-from flows.common import exit_on_error, fail_cleanly, run_flow, write_json
-from flows.params import section
-from flows.paths import DOWNLOAD_DIR, INGEST_STATE_FILE, METRICS_DIR, RAW_DIR
+from components.paths import DOWNLOAD_DIR, INGEST_STATE_FILE, METRICS_DIR, RAW_DIR
+from components.runtime.files import exit_on_error, write_json
+from components.settings import section
+from flows import fail_cleanly, run_flow
 
 
 def stage_source(source: str, staging: Path, params: dict[str, Any]) -> Path:

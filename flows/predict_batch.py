@@ -1,7 +1,7 @@
 """Flow ``predict-batch``: a folder of audio files → a CSV of predictions, with the ``champion`` model.
 
 The deployment's job is ``ser predict DIR --csv OUT``: the same reading, windowing and batching
-(flows/predict.py), run by Prefect on demand or on a schedule, with a summary artifact.
+(components/serving/predict.py), run by Prefect on demand or on a schedule, with a summary artifact.
 """
 
 from __future__ import annotations
@@ -13,10 +13,17 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from components.errors import SerError
-from flows.common import fail_cleanly, project_root
-from flows.model_io import load_model, use_store
-from flows.paths import PARAMS_FILE
-from flows.predict import find_audio, predict_files, silence_settings, summarize, write_results_csv
+from components.paths import PARAMS_FILE
+from components.registry.model_io import load_model, use_store
+from components.runtime.files import project_root
+from components.serving.predict import (
+    find_audio,
+    predict_files,
+    silence_settings,
+    summarize,
+    write_results_csv,
+)
+from flows import fail_cleanly
 
 CHAMPION_URI = "models:/ravdess-emotion@champion"
 

@@ -23,11 +23,12 @@ import yaml
 from prefect import flow, get_run_logger
 
 from components.errors import SerError
-from components.metrics import format_table
-from flows.common import exit_on_error, fail_cleanly, project_root, run_flow, write_text
-from flows.locks import hold_lock
-from flows.params import load_params
-from flows.paths import METRICS_DIR, PARAMS_FILE
+from components.evaluation.metrics import format_table
+from components.paths import METRICS_DIR, PARAMS_FILE
+from components.runtime.files import exit_on_error, project_root, write_text
+from components.runtime.locks import hold_lock
+from components.settings import load_params
+from flows import fail_cleanly, run_flow
 
 LOCK_TARGET = Path(".dvc/tmp/retrain")  # lock file .dvc/tmp/.retrain.lock: DVC scratch, never versioned
 DVC_LOCKED = "Unable to acquire lock"  # what dvc prints when another dvc process holds the workspace
@@ -195,7 +196,7 @@ def mlflow_links(project: Path, settings: dict[str, Any], version: str | None) -
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from flows.tracking import store_uri
+    from components.tracking.runs import store_uri
 
     if not version:
         return {}

@@ -8,46 +8,59 @@ it, and moves the ``champion`` alias only when it beats the current champion.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from prefect import flow, get_run_logger, task
 
-from components.dataset import Dataset, load_dataset
 from components.errors import SerError
-from components.evaluate import Evaluation, ModelSpec, evaluate_splits
-from components.metrics import confusion_pairs, format_table
-from components.protocols import make_splits, select_subset
-from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, write_text
-from flows.locks import hold_lock
-from flows.params import load_params
-from flows.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR, PLOTS_DIR
-from flows.publish import publish_best
-from flows.runners import n_workers, task_runner
-from flows.tracking import experiment_id, git_commit, log_evaluation, start_run, tracking_uri
+from components.evaluation.evaluate import (
+    Evaluation,
+    ModelSpec,
+    evaluate_splits,
+    prepare_data,
+    protocol_settings,
+    results_table,
+)
+from components.evaluation.metrics import confusion_pairs, format_table
+from components.evaluation.protocols import make_splits
+from components.paths import FEATURES_DIR, METRICS_DIR, PLOTS_DIR
+from components.registry.publish import publish_best
+from components.runtime.files import exit_on_error, write_json, write_text
+from components.runtime.locks import hold_lock
+from components.runtime.runners import local_cluster_kwargs, n_workers, orchestration
+from components.settings import load_params
+from components.tracking.runs import (
+    data_version,
+    experiment_id,
+    git_commit,
+    log_evaluation,
+    start_run,
+    tracking_uri,
+)
+from flows import fail_cleanly, run_flow
 
 TRAIN_METRICS = METRICS_DIR / "train.json"
 
 
-def protocol_settings(protocol: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The ``evaluate`` settings a protocol reads."""
-    if protocol == "actor-kfold":
-        return {"n_folds": settings["n_folds"], "n_val_actors": settings["n_val_actors"]}
-    if protocol == "holdout":
-        return {"test_actors": settings["test_actors"], "n_val_actors": settings["n_val_actors"]}
-    return {"test_share": settings["random_test_share"], "seed": settings["random_seed"]}
+def task_runner(settings: Mapping[str, Any]) -> Any:
+    """The Prefect task runner of the train flow: a process pool, or Dask (a LocalCluster or an address)."""
+    section = orchestration(settings)
+    if section["task_runner"] == "process":
+        from prefect.task_runners import ProcessPoolTaskRunner
 
+        return ProcessPoolTaskRunner(max_workers=settings["train"]["n_workers"])
+    from prefect_dask import DaskTaskRunner
 
-def prepare_data(spec: ModelSpec, features_dir: Path, subset: str, speaker_norm: bool) -> Dataset:
-    """The model's inputs for one subset, optionally z-scored per speaker."""
-    data = load_dataset(features_dir, spec.stats_sets, spec.uses_logmel)
-    data = data.subset(data.labels.index.isin(select_subset(data.labels, subset).index))
-    return data.normalized_per_speaker() if speaker_norm else data
+    if section["dask_address"]:
+        return DaskTaskRunner(address=section["dask_address"])
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(section["dask_workers"])
+    )
 
 
 def _user_errors_are_final(task: Any, task_run: Any, state: Any) -> bool:
@@ -72,34 +85,6 @@ def evaluate_model(
     data = prepare_data(spec, features_dir, subset, settings["speaker_norm"])
     splits = make_splits(data.labels, protocol, **protocol_settings(protocol, settings))
     return evaluate_splits(spec, data, splits, protocol, subset)
-
-
-def data_version(clips_table: Path = CLIPS_TABLE) -> str:
-    """The DVC hash of ``data/raw`` from dvc.lock, else a hash of the validated clips' contents."""
-    lock = Path("dvc.lock")
-    if lock.exists():
-        stages = yaml.safe_load(lock.read_text()).get("stages", {})
-        for out in stages.get("ingest", {}).get("outs", []):
-            if out.get("path") == "data/raw":
-                return f"dvc:{out['md5']}"
-    hashes = pd.read_parquet(clips_table, columns=["clip_id", "content_hash"]).sort_values("clip_id")
-    return "clips:" + hashlib.sha256("".join(hashes["content_hash"]).encode()).hexdigest()[:16]
-
-
-def results_table(results: list[Evaluation], metric: str) -> list[dict[str, Any]]:
-    """One row per model × protocol × subset: mean ± sd of the headline metrics."""
-    rows = []
-    for r in results:
-        s = r.summary
-        row = {"model": r.model, "protocol": r.protocol, "subset": r.subset, "n_folds": s["n_folds"]}
-        for key in ("accuracy", "uar", "weighted_f1"):
-            row[key] = round(s[f"{key}_mean"], 4)
-            row[f"{key}_sd"] = round(s[f"{key}_sd"], 4) if s[f"{key}_sd"] == s[f"{key}_sd"] else None
-        for channel, summary in s.get("by_channel", {}).items():  # subset all: speech and song apart
-            row[f"{channel}_accuracy"] = round(summary["accuracy_mean"], 4)
-        row["train_seconds"] = round(s["train_seconds"], 1)
-        rows.append(row)
-    return sorted(rows, key=lambda row: (row["protocol"], row["subset"], -row[metric]))
 
 
 @flow(name="train")

@@ -12,13 +12,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from components.discover import discover
-from components.metadata import build_metadata
-from components.parquet import write_table
-from components.validate import ValidationReport, validate_clips
-from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, write_text
-from flows.params import section
-from flows.paths import CLIPS_TABLE, METRICS_DIR, RAW_DIR, REJECTED_TABLE, VALIDATION_DOCS_DIR
+from components.data.discover import discover
+from components.data.metadata import build_metadata
+from components.data.parquet import write_table
+from components.data.validate import ValidationReport, validate_clips
+from components.paths import CLIPS_TABLE, METRICS_DIR, RAW_DIR, REJECTED_TABLE, VALIDATION_DOCS_DIR
+from components.runtime.files import exit_on_error, write_json, write_text
+from components.settings import section
+from flows import fail_cleanly, run_flow
 
 
 def check_data(data: Path, params: dict[str, Any], docs_dir: Path | None) -> ValidationReport:

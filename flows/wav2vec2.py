@@ -44,13 +44,28 @@ from mlflow.entities import Metric
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from components.data.ravdess import EMOTIONS
 from components.errors import SerError
-from components.evaluate import Evaluation, FoldResult, ModelSpec
+from components.evaluation.evaluate import Evaluation, FoldResult, ModelSpec, protocol_settings, results_table
+from components.evaluation.metrics import compute_metrics, format_table, plot_confusion, summarize_folds
+from components.evaluation.protocols import Split, actor_kfold, make_splits, select_subset
 from components.features.store import KEY_COLUMNS, LABEL_TYPES, read_info, read_waveforms
-from components.metrics import compute_metrics, format_table, plot_confusion, summarize_folds
-from components.protocols import Split, actor_kfold, make_splits, select_subset
-from components.ravdess import EMOTIONS
-from components.serving import MODEL_CONFIG
+from components.paths import FEATURES_DIR, METRICS_DIR
+from components.registry.model_io import CODE_DIR, REQUIREMENTS, input_example, signature
+from components.registry.promote import Decision, promote_if_better, register
+from components.runtime.files import exit_on_error, write_json, write_text
+from components.serving.pyfunc import MODEL_CONFIG
+from components.settings import load_params
+from components.tracking.runs import (
+    data_version,
+    experiment_id,
+    git_commit,
+    log_evaluation,
+    pooled_report,
+    scalar_metrics,
+    start_run,
+    tracking_uri,
+)
 from components.wav2vec2.checkpoint import LAST
 from components.wav2vec2.embed import (
     ATTRS_KEY,
@@ -73,21 +88,7 @@ from components.wav2vec2.model import SAMPLING_RATE, build_classifier
 from components.wav2vec2.predict import resolve_device
 from components.wav2vec2.pretrained import PretrainedUnavailable, resolve_pretrained
 from components.wav2vec2.serving import Wav2Vec2Predictor, Wav2Vec2Pyfunc
-from flows.common import exit_on_error, fail_cleanly, run_flow, write_json, write_text
-from flows.model_io import CODE_DIR, REQUIREMENTS, input_example, signature
-from flows.params import load_params
-from flows.paths import FEATURES_DIR, METRICS_DIR
-from flows.registry import Decision, promote_if_better, register
-from flows.tracking import (
-    experiment_id,
-    git_commit,
-    log_evaluation,
-    pooled_report,
-    scalar_metrics,
-    start_run,
-    tracking_uri,
-)
-from flows.train import data_version, protocol_settings, results_table
+from flows import fail_cleanly, run_flow
 
 EMBEDDINGS_TABLE = Path("data/embeddings/wav2vec2.parquet")  # DVC output with persist: reused rows survive
 CHECKPOINTS_DIR = Path("data/checkpoints/wav2vec2")  # never a DVC output: DVC would delete it before a run
@@ -484,7 +485,7 @@ def log_fold(client: MlflowClient, run_id: str, split: Split, result: FinetuneRe
 
 
 def log_summary(client: MlflowClient, run: str, spec: ModelSpec, result: Evaluation, extra: dict) -> None:
-    """What ``flows.tracking.log_evaluation`` logs on its model run, on a run made beforehand."""
+    """What ``components.tracking.runs.log_evaluation`` logs on its model run, on a run made beforehand."""
     params = {"kind": spec.kind, **{f"model.{k}": v for k, v in spec.params.items()}, **extra}
     for key, value in (params | {"protocol": result.protocol, "subset": result.subset}).items():
         client.log_param(run, key, str(value)[:500])

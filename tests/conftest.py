@@ -224,12 +224,12 @@ def make_clone(target: Path, mlflow_template: Path, n_actors: int = 3) -> Path:
 @pytest.fixture(scope="session")
 def demo_features(tmp_path_factory) -> Path:
     """A 4-actor demo corpus, validated and featurized: ``<root>/data/{raw,metadata,features}``."""
-    from components.discover import discover
+    from components.data.discover import discover
+    from components.data.metadata import build_metadata
+    from components.data.synth import write_corpus
+    from components.features.featurize import featurize
     from components.features.sets import extract_params
-    from components.featurize import featurize
-    from components.metadata import build_metadata
-    from components.synth import write_corpus
-    from flows.params import load_params
+    from components.settings import load_params
 
     root = tmp_path_factory.mktemp("demo")
     params = load_params(ROOT / "params.yaml")

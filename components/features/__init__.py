@@ -4,6 +4,6 @@ Every module offers ``extract(signal, sampling_rate, **params) -> np.ndarray`` o
 natural-length float32 signal, and ``PARAMS`` (the keyword settings it reads). Scalar sets
 (``handmade``, ``egemaps``) also offer ``feature_names(**params)``; sequence sets
 (``logmel``, ``waveform``) document their array's shape and dtype. ``sets.extract_sets``
-computes several sets of one clip sharing a single STFT; ``components.featurize`` maps them
+computes several sets of one clip sharing a single STFT; ``components.features.featurize`` maps them
 over files and writes Parquet.
 """

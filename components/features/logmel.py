@@ -1,7 +1,7 @@
 """Log-mel spectrogram of the fixed-length clip the sequence models read.
 
 The clip is the natural signal zero-padded (or cut) to ``clip_dur`` seconds, as
-``components.audio.load_clip`` makes it, so every row has the same shape
+``components.data.audio.load_clip`` makes it, so every row has the same shape
 ``(n_mels, n_frames)``. Values are dB (``10·log10`` of mel power, floored at -100 dB and at
 80 dB below the clip's loudest value, librosa's ``power_to_db`` defaults) stored as float16:
 half the bytes of float32, and its resolution (under 0.06 dB at ±100 dB) is far below
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.audio import fit_length
+from components.data.audio import fit_length
 from components.features import spectral
 
 PARAMS = ("clip_dur", "n_fft", "hop_length", "n_mels")
@@ -99,4 +99,4 @@ def from_mel_power(mel_power: np.ndarray, n_total: int) -> np.ndarray:
 
 
 def _clip_samples(sampling_rate: int, clip_dur: float) -> int:
-    return round(clip_dur * sampling_rate)  # as components.audio.load_clip rounds it
+    return round(clip_dur * sampling_rate)  # as components.data.audio.load_clip rounds it

@@ -28,7 +28,7 @@ _MODULES: dict[str, ModuleType] = {
     "waveform": waveform,
     "compare": compare,
 }
-_LOAD_CODE = ("components.audio", "components.discover")  # how every set's clips are read
+_LOAD_CODE = ("components.data.audio", "components.data.discover")  # how every set's clips are read
 _CODE: dict[str, tuple[str, ...]] = {  # modules whose source the values depend on
     "handmade": ("components.features.spectral", "components.features.handmade", "components.features.sets"),
     "egemaps": ("components.features.egemaps",),

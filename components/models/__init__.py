@@ -32,7 +32,7 @@ from components.models.classical import CLASSICAL_KINDS, SelectStats, build_clas
 from components.models.ensemble import SoftVote, member_reads_logmel
 from components.models.nets import ARCHS, CNN, CRNN, arch_param_names
 from components.models.torch_classifier import TRAIN_DEFAULTS, TorchClassifier
-from components.training import Log
+from components.models.training import Log
 
 DEEP_KINDS = tuple(ARCHS)
 ENSEMBLE_KIND = "ensemble"

@@ -5,7 +5,7 @@ written inline in the ensemble's params section. The ensemble reads the union of
 inputs: ``X["stats"]`` is the ensemble's feature sets side by side, and each member gets the
 columns of its own sets. The column layout comes once, at fit time, from
 ``X["stats_layout"]`` (``((set_name, n_columns), ...)``, which
-:meth:`components.dataset.Dataset.inputs` adds); the fitted ensemble keeps it, so prediction
+:meth:`components.evaluation.dataset.Dataset.inputs` adds); the fitted ensemble keeps it, so prediction
 needs only ``stats`` and ``logmel``, as the serving code builds them.
 
 Weights are fixed in params (equal by default), never fitted on test clips. Deep members stop
@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from components.errors import SerError
-from components.training import Log
+from components.models.training import Log
 
 MEMBER_KEYS = ("kind", "features")  # a member's section: these plus its model settings
 
@@ -125,7 +125,7 @@ class SoftVote(ClassifierMixin, BaseEstimator):
         if not layout:
             raise SerError(
                 'ensemble: X["stats_layout"] must say which columns of X["stats"] belong to which '
-                "feature set (components.dataset.Dataset.inputs adds it)"
+                "feature set (components.evaluation.dataset.Dataset.inputs adds it)"
             )
         if stats is None or sum(width for _, width in layout) != np.shape(stats)[1]:
             raise SerError(f'ensemble: X["stats"] does not match its layout {layout}')

@@ -4,7 +4,7 @@ Both nets read a standardised log-mel sequence ``[batch, n_mels, n_frames]`` wit
 as channels, so every convolution runs over time (as the original Keras ``Conv1D`` models did),
 and, when ``n_stats > 0``, the clip-statistics vector ``[batch, n_stats]`` through a small
 dense branch concatenated before the classifier. They return logits; softmax and the loss
-belong to the training loop (:mod:`components.training`). Any ``n_frames >= 1`` works:
+belong to the training loop (:mod:`components.models.training`). Any ``n_frames >= 1`` works:
 pooling over time is global, so clips of other lengths need no retraining.
 """
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from components.errors import SerError
 from components.models.nets import build_net
-from components.training import Log, SpecAugment, TensorData, predict_logits, train_torch
+from components.models.training import Log, SpecAugment, TensorData, predict_logits, train_torch
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 30,
@@ -112,7 +112,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         arch_params: Net constructor arguments, e.g. ``{"n_filters": 64}``
             (see :func:`components.models.nets.arch_param_names`).
         train_params: Overrides of :data:`TRAIN_DEFAULTS` (the arguments of
-            :func:`components.training.train_torch` plus ``augment``, ``val_share`` and ``n_threads``).
+            :func:`components.models.training.train_torch` plus ``augment``, ``val_share`` and ``n_threads``).
     """
 
     def __init__(self, arch: str = "cnn", arch_params: dict | None = None, train_params: dict | None = None):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.data.ravdess import EMOTIONS
 from components.errors import SerError
-from components.ravdess import EMOTIONS
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2Config

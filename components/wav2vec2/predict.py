@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from components.errors import SerError
-from components.metrics import compute_metrics
+from components.evaluation.metrics import compute_metrics
 from components.wav2vec2.model import collate, conv_sees_padding, crop_length, length_batches
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}

@@ -5,7 +5,7 @@ states of every layer, then a light sklearn head) and ``finetune`` (a fine-tuned
 classifier). The torch model is never pickled: it is written with ``save_pretrained`` to a
 folder that travels as an MLflow artifact and is loaded from it, local files only, when the
 pyfunc loads. :class:`Wav2Vec2Pyfunc` is the MLflow adapter, with the same inputs and output
-columns as ``components.serving.EmotionPyfunc``.
+columns as ``components.serving.pyfunc.EmotionPyfunc``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.audio import prepare_signal
+from components.data.audio import prepare_signal
+from components.data.ravdess import EMOTIONS
 from components.errors import SerError
-from components.ravdess import EMOTIONS
-from components.serving import EmotionPyfunc
+from components.serving.pyfunc import EmotionPyfunc
 from components.wav2vec2.model import SAMPLING_RATE
 
 KINDS: tuple[str, ...] = ("embed", "finetune")

@@ -1,0 +1,1 @@
+"""Pretrained speech encoders whose pooled outputs serve as clip embeddings."""

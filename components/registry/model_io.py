@@ -1,0 +1,313 @@
+"""Models in and out of the MLflow store: log and register a predictor, load one, describe versions.
+
+Every registered model, the train stage's and wav2vec2's included, is logged through here: the
+same signature, input example, bundled code and pinned requirements, so all of them serve alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
+
+from components.data.audio import to_mono
+from components.data.ravdess import EMOTION_NAMES
+from components.errors import SerError
+from components.serving.pyfunc import MODEL_CONFIG, EmotionPredictor, EmotionPyfunc
+from components.settings import load_params
+
+CODE_DIR = Path(__file__).resolve().parents[1]  # components/: travels inside the model
+REQUIREMENTS = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "soundfile",
+    "soxr",
+    "librosa",
+    "opensmile",
+    "torch",
+)
+
+
+def signature() -> ModelSignature:
+    """Raw audio in (a path, base64 WAV/FLAC bytes, or samples and their rate); label, probabilities out."""
+    inputs = Schema(
+        [
+            ColSpec("string", "path", required=False),
+            ColSpec("string", "audio_base64", required=False),
+            ColSpec(Array("double"), "waveform", required=False),
+            ColSpec("long", "sampling_rate", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("string", "label"), ColSpec("double", "confidence")]
+        + [ColSpec("double", f"prob_{name}") for name in EMOTION_NAMES]
+    )
+    return ModelSignature(inputs, outputs)
+
+
+def input_example() -> pd.DataFrame:
+    """One second of a harmonic tone as base64 WAV bytes (a DataFrame: served as ``dataframe_split``)."""
+    t = np.arange(16_000) / 16_000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 220 * t), 16_000, format="WAV", subtype="PCM_16")
+    return pd.DataFrame({"audio_base64": [base64.b64encode(buffer.getvalue()).decode()]})
+
+
+MODEL_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+DEFAULT_CLIP_DUR = 4.0  # a model that is not an EmotionPyfunc does not say its clip length
+
+
+def use_store(params_file: str | Path, required: bool = True) -> str | None:
+    """Point MLflow at the project's store: ``MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``.
+
+    A relative SQLite path in params.yaml is taken relative to the params file's folder (the
+    project root), so a deployed flow finds the store whatever its working folder.
+
+    Args:
+        params_file: The params file naming the store.
+        required: Fail when neither names a store (a model given by folder needs none).
+
+    Returns:
+        The tracking URI, or None when there is none and none is required.
+
+    Raises:
+        SerError: No store is named (and one is required), or the store is a SQLite file that
+            does not exist (nothing was trained yet): MLflow would quietly create an empty one.
+    """
+    import mlflow
+
+    from components.tracking.runs import store_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri and Path(params_file).is_file():  # a relative SQLite path is relative to the project
+        uri = store_uri(load_params(params_file)["tracking"], Path(params_file).resolve().parent)
+    if not uri:
+        if required:
+            raise SerError(
+                f"{params_file}: not found, and MLFLOW_TRACKING_URI is not set: run from the project "
+                "root or set MLFLOW_TRACKING_URI to the MLflow store that holds the model"
+            )
+        return None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise SerError(
+                f"{uri}: no MLflow store there; train a model first (make run) "
+                "or set MLFLOW_TRACKING_URI to the store that holds it"
+            )
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def log_predictor(predictor: EmotionPredictor, name: str = "model") -> str:
+    """Log ``predictor`` as the raw-audio pyfunc under the active run; returns the model URI."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        joblib.dump(predictor, Path(tmp) / "predictor.joblib")
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=EmotionPyfunc(),
+            artifacts={"predictor": str(Path(tmp) / "predictor.joblib")},
+            code_paths=[str(CODE_DIR)],
+            signature=signature(),
+            input_example=input_example(),
+            pip_requirements=[f"{req}=={metadata.version(req)}" for req in REQUIREMENTS],
+            model_config=MODEL_CONFIG,  # a server may override these keys (SERVING_MODEL_CONFIG)
+        )
+    return info.model_uri
+
+
+def register_predictor(
+    predictor: EmotionPredictor,
+    model_name: str,
+    tags: dict[str, Any] | None = None,
+    alias: str | None = None,
+    experiment: str = "ravdess-ser",
+) -> str:
+    """Log ``predictor`` in a run of its own, register it as a new version, optionally set an alias.
+
+    Returns:
+        The new version number.
+    """
+    import mlflow
+
+    from components.registry.promote import register
+
+    mlflow.set_experiment(experiment)
+    client = MlflowClient()
+    with mlflow.start_run(run_name=f"log/{predictor.info.get('model', 'model')}") as run:
+        uri = log_predictor(predictor)
+        for key, value in predictor.info.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                mlflow.log_metric(key, float(value))
+    version = register(client, model_name, uri, run.info.run_id, tags or {})
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version)
+    return version
+
+
+@dataclass
+class LoadedModel:
+    """A loaded pyfunc, its predictor when it is ours, and what the registry says about it."""
+
+    uri: str
+    pyfunc: Any
+    predictor: EmotionPredictor | None
+    description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clip_dur(self) -> float:
+        """The clip length the model's features were fitted to (seconds)."""
+        return float(self.predictor.extract["clip_dur"]) if self.predictor else DEFAULT_CLIP_DUR
+
+    def predict_signals(self, signals: list[tuple[np.ndarray, int]]) -> pd.DataFrame:
+        """Label, confidence and ``prob_<emotion>`` columns for raw ``(signal, rate)`` pairs."""
+        if self.predictor is not None:
+            return self.predictor.predict_signals(signals)
+        rows = {
+            "waveform": [to_mono(np.asarray(signal)).astype(np.float64).tolist() for signal, _ in signals],
+            "sampling_rate": [int(rate) for _, rate in signals],
+        }
+        return pd.DataFrame(self.pyfunc.predict(pd.DataFrame(rows)))
+
+
+def load_model(uri: str) -> LoadedModel:
+    """Load a model by URI (``models:/name@alias``, ``models:/name/3``, ``runs:/...``, a folder).
+
+    Raises:
+        SerError: The model cannot be found or loaded; the message names the URI.
+    """
+    import mlflow
+
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as err:
+        store = mlflow.get_tracking_uri()
+        raise SerError(f"{uri}: cannot load the model from store {store} ({_first_line(err)})") from err
+    try:
+        inner = pyfunc.unwrap_python_model()
+    except MlflowException:
+        inner = None
+    predictor = getattr(inner, "predictor", None) if isinstance(inner, EmotionPyfunc) else None
+    return LoadedModel(uri, pyfunc, predictor, describe_uri(MlflowClient(), uri))
+
+
+def describe_uri(client: MlflowClient, uri: str) -> dict[str, Any]:
+    """Name, version, aliases, tags and evaluation metrics of a ``models:/`` URI ({} for other URIs)."""
+    match = MODEL_URI_RE.match(uri)
+    if match is None:
+        return {"uri": uri}
+    name, alias, version = match["name"], match["alias"], match["version"]
+    try:
+        if alias:
+            found = client.get_model_version_by_alias(name, alias)
+        elif version == "latest":
+            found = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+        else:
+            found = client.get_model_version(name, version)
+    except (MlflowException, ValueError):
+        return {"uri": uri, "name": name}
+    return {"uri": uri, **describe_version(client, found)}
+
+
+def describe_version(client: MlflowClient, version: Any) -> dict[str, Any]:
+    """One registered version as plain data, with the metrics of the evaluation behind it."""
+    tags = dict(version.tags)
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "aliases": sorted(version.aliases),
+        "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+        "run_id": version.run_id,
+        "tags": tags,
+        "metrics": evaluation_metrics(client, version.run_id, tags),
+    }
+
+
+def evaluation_metrics(client: MlflowClient, run_id: str | None, tags: dict[str, str]) -> dict[str, float]:
+    """The refit run's metrics, plus the mean metrics of the protocol run that chose the model.
+
+    The train stage tags a version with its pipeline run, model, protocol and subset; the
+    evaluation run ``{model}/{protocol}/{subset}`` under that pipeline run holds ``*_mean``
+    and ``*_sd`` metrics over folds.
+    """
+    metrics: dict[str, float] = {}
+    try:
+        if run_id:
+            metrics.update(client.get_run(run_id).data.metrics)
+        parent = tags.get("pipeline_run")
+        if parent and {"model_name", "protocol", "subset"} <= set(tags):
+            run_name = f"{tags['model_name']}/{tags['protocol']}/{tags['subset']}"
+            experiment = client.get_run(parent).info.experiment_id
+            found = client.search_runs(
+                [experiment],
+                f"tags.mlflow.parentRunId = '{parent}' and attributes.run_name = '{run_name}'",
+                max_results=1,
+            )
+            if found:
+                metrics.update(found[0].data.metrics)
+    except MlflowException:
+        pass  # metrics are a courtesy: a pruned run must not stop a prediction
+    return metrics
+
+
+def version_rows(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """Every version of a registered model, newest first, as table rows.
+
+    Raises:
+        SerError: No model of that name is registered.
+    """
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as err:
+        raise SerError(f"{name}: no registered model of that name; train one first (make run)") from err
+    aliases: dict[str, list[str]] = {}
+    for alias, number in registered.aliases.items():
+        aliases.setdefault(str(number), []).append(alias)  # search results leave aliases out
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+    rows = []
+    for version in versions:
+        tags = dict(version.tags)
+        metric = tags.get("primary_metric")
+        value = tags.get("primary_metric_value")
+        rows.append(
+            {
+                "version": int(version.version),
+                "aliases": ",".join(sorted(aliases.get(str(version.version), []))),
+                "model": tags.get("model_name", ""),
+                "protocol": "/".join(filter(None, (tags.get("protocol"), tags.get("subset")))),
+                "metric": f"{metric} {float(value):.3f}" if metric and value else "",
+                "data": tags.get("data_version", "")[:24],
+                "commit": tags.get("git_commit", "")[:8],
+                "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime(
+                    "%Y-%m-%d %H:%M"
+                ),
+                "tags": tags,
+            }
+        )
+    return rows
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -67,7 +67,8 @@ flows: venv  ## serve the deployments (retrain on its schedule, evaluate, predic
 		python -m flows.deploy
 
 .PHONY: serve app
-SERVE_MODEL ?= models:/ravdess-emotion@champion
+# the champion of params.yaml's tracking.model_name; override with SERVE_MODEL=models:/<name>/<version>
+SERVE_MODEL ?= models:/$(shell python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['tracking']['model_name'])")@champion
 SERVE_PORT ?= 5001
 SERVE_CONFIG ?=  # JSON model_config overrides, e.g. {"allow_paths": true, "max_audio_dur": 60}
 APP_PORT ?= 8501

@@ -11,7 +11,7 @@ import typer
 from components.errors import SerError
 from components.paths import PARAMS_FILE
 from components.runtime.files import exit_on_error
-from components.settings import load_params
+from components.settings import Settings, Tracking, find_settings, load_settings
 
 app = typer.Typer(
     help="Speech emotion recognition on RAVDESS: data, validation, features, models.",
@@ -73,7 +73,7 @@ def validate_cmd(
     """
     from flows.validate import check_data, save_report
 
-    report = check_data(data, load_params(params)["validate"], docs)
+    report = check_data(data, load_settings(params).validate_.model_dump(), docs)
     typer.echo(report.summary())
     if out is not None:
         save_report(report, out)
@@ -91,7 +91,7 @@ def featurize_cmd(
     """Extract the feature caches for every readable clip under DATA (only new clips are computed)."""
     from flows.featurize import featurize_data
 
-    settings = load_params(params)
+    settings = load_settings(params).as_params()
     summary = featurize_data(
         data,
         out,
@@ -129,7 +129,7 @@ def evaluate_cmd(
     from components.runtime.files import write_json
     from flows.evaluate import evaluate_data
 
-    settings = load_params(params)
+    settings = load_settings(params).as_params()
     if test_actors:
         settings["evaluate"]["test_actors"] = list(parse_actors(test_actors))
     if n_folds:
@@ -149,7 +149,9 @@ def evaluate_cmd(
 @app.command("predict")
 def predict_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Audio files, folders (searched recursively), globs.")],
-    model: Annotated[str, typer.Option(help="MLflow model URI.")] = "models:/ravdess-emotion@champion",
+    model: Annotated[
+        str | None, typer.Option(help="MLflow model URI (default: models:/<tracking.model_name>@champion).")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write every result (windows too) as JSON here.")
     ] = None,
@@ -194,7 +196,9 @@ def predict_cmd(
     paths, missing = find_audio(inputs)
     if not paths:
         raise SerError("; ".join(r.error for r in missing if r.error) or "no input files")
-    use_store(params, required=model.startswith(("models:/", "runs:/")))
+    settings = find_settings(params)  # none: a model used outside the project (MLFLOW_TRACKING_URI)
+    model = model or _tracking(settings).champion_uri
+    use_store(_store(settings), params.resolve().parent, required=model.startswith(("models:/", "runs:/")))
     loaded = load_model(model)
     about = loaded.description
     if about.get("version"):
@@ -203,7 +207,7 @@ def predict_cmd(
             f"{about['tags'].get('model_name', '?')}, clip {loaded.clip_dur:g} s",
             err=True,
         )
-    silence = silence_settings(params)  # the params file given, not the working folder's
+    silence = silence_settings(settings.validate_.model_dump() if settings else None)
     results = missing + predict_files(
         paths, loaded.predict_signals, loaded.clip_dur, hop, long, batch_size, progress, silence=silence
     )
@@ -237,8 +241,9 @@ def registry_show(
     from components.evaluation.metrics import format_table
     from components.registry.model_io import use_store, version_rows
 
-    name = name or load_params(params)["tracking"]["model_name"]
-    use_store(params)
+    settings = find_settings(params)
+    name = name or (settings or load_settings(params)).tracking.model_name
+    use_store(_store(settings), params.resolve().parent)
     rows = version_rows(MlflowClient(), name)
     columns = ["version", "aliases", "model", "protocol", "metric", "data", "commit", "created"]
     typer.echo(f"{name}: {len(rows)} version(s)\n" + format_table(rows, columns))
@@ -259,11 +264,22 @@ def registry_rollback(
     from components.registry.model_io import use_store
     from components.registry.promote import rollback
 
-    name = name or load_params(params)["tracking"]["model_name"]
-    use_store(params)
+    settings = find_settings(params)
+    name = name or (settings or load_settings(params)).tracking.model_name
+    use_store(_store(settings), params.resolve().parent)
     decision = rollback(MlflowClient(), name)
     demoted = f"; v{decision.replaced} is now 'previous'" if decision.replaced else ""
     typer.echo(f"{name}: champion is v{decision.version}{demoted}")
+
+
+def _tracking(settings: Settings | None) -> Tracking:
+    """The ``tracking`` settings; their defaults when there is no params file."""
+    return settings.tracking if settings else Tracking()
+
+
+def _store(settings: Settings | None) -> dict | None:
+    """The ``tracking`` settings that name the MLflow store, or None without a params file."""
+    return settings.tracking.model_dump() if settings else None
 
 
 def main() -> None:

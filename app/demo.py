@@ -1,8 +1,9 @@
 """Web demo: upload or record a clip, see the predicted emotion and which model answered.
 
 Run with ``make app`` (Streamlit on http://127.0.0.1:8501). The model is the registered
-``models:/ravdess-emotion@champion`` of the project's MLflow store (``MLFLOW_TRACKING_URI``
-overrides ``tracking.tracking_uri``); scoring is exactly ``ser predict``'s, long clips in windows.
+``models:/<tracking.model_name>@champion`` (``SER_MODEL_URI`` overrides it) of the project's
+MLflow store (``MLFLOW_TRACKING_URI`` overrides ``tracking.tracking_uri``); scoring is exactly
+``ser predict``'s, long clips in windows.
 An upload the model cannot score (empty, not audio, truncated header, NaN/Inf samples, over the
 REST server's 30 s / 10 MB per clip, silent) gets a one-line error on the page, never a traceback.
 """
@@ -26,19 +27,31 @@ from components.registry.model_io import LoadedModel, load_model, use_store
 from components.serving.predict import FileResult, predict_files, set_torch_threads, silence_settings
 from components.serving.pyfunc import MAX_AUDIO_BYTES, MAX_AUDIO_DUR
 from components.serving.silence import check_not_silent
+from components.settings import Settings, Tracking, find_settings
 
-DEFAULT_MODEL = os.environ.get("SER_MODEL_URI", "models:/ravdess-emotion@champion")
 METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro F1", "weighted_f1": "weighted F1"}
 logger = logging.getLogger(__name__)
 
 
-def check_upload(data: bytes, name: str) -> tuple[np.ndarray, int]:
+@st.cache_resource(show_spinner=False)
+def get_settings() -> Settings | None:
+    """params.yaml, read once per server process; None outside the project (validate's defaults apply)."""
+    return find_settings(PARAMS_FILE)
+
+
+def default_model(settings: Settings | None) -> str:
+    """``SER_MODEL_URI``, else the champion of ``tracking.model_name``."""
+    return os.environ.get("SER_MODEL_URI") or (settings.tracking if settings else Tracking()).champion_uri
+
+
+def check_upload(data: bytes, name: str, silence: dict[str, float] | None = None) -> tuple[np.ndarray, int]:
     """The upload's samples and rate, or a ``SerError`` saying why it cannot be scored.
 
     The same limits as the REST server (``components.serving.pyfunc``: 10 MB and 30 s per clip; longer
     recordings go to ``ser predict --windows``), the same reader as ``ser predict`` (empty, not
     audio, truncated header, NaN/Inf samples) and the same silence test
-    (:func:`components.serving.silence.check_not_silent` with ``params.yaml``'s validate settings).
+    (:func:`components.serving.silence.check_not_silent` with ``silence``: params.yaml's validate
+    settings, else validate's defaults).
     """
     if len(data) > MAX_AUDIO_BYTES:
         raise SerError(
@@ -52,27 +65,29 @@ def check_upload(data: bytes, name: str) -> tuple[np.ndarray, int]:
             f"{name}: {dur:.1f} s of audio is over the limit of {MAX_AUDIO_DUR:g} s per clip; "
             "cut it, or score long recordings with `ser predict --windows`"
         )
-    silence = silence_settings(PARAMS_FILE)
+    silence = silence or silence_settings()
     check_not_silent(signal, rate, name, silence["silence_dbfs"], silence["max_silent_share"])
     return signal, rate
 
 
 @st.cache_resource(show_spinner="Loading the model from MLflow ...")
-def get_model(uri: str) -> LoadedModel:
-    """The model, loaded once per server process and URI."""
-    use_store(PARAMS_FILE, required=uri.startswith(("models:/", "runs:/")))
+def get_model(uri: str, tracking: dict | None) -> LoadedModel:
+    """The model, loaded once per server process and URI, from the store ``tracking`` names."""
+    use_store(tracking, PARAMS_FILE.resolve().parent, required=uri.startswith(("models:/", "runs:/")))
     set_torch_threads(1)  # as `ser predict`: one clip at a time is fastest on one thread
     return load_model(uri)
 
 
-def predict_bytes(model: LoadedModel, data: bytes, name: str) -> tuple[FileResult, np.ndarray, int]:
+def predict_bytes(
+    model: LoadedModel, data: bytes, name: str, silence: dict[str, float] | None = None
+) -> tuple[FileResult, np.ndarray, int]:
     """Score an uploaded file as ``ser predict`` would; also return its samples for the plots.
 
     Raises:
         SerError: The upload cannot be scored (see :func:`check_upload`) or the model failed on it.
     """
-    signal, rate = check_upload(data, name)
-    silence = silence_settings(PARAMS_FILE)
+    silence = silence or silence_settings()
+    signal, rate = check_upload(data, name, silence)
     suffix = Path(name).suffix or ".wav"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"clip{suffix}"
@@ -167,9 +182,10 @@ def main() -> None:
     st.set_page_config(page_title="Speech emotion recognition", layout="wide")
     st.title("Speech emotion recognition")
     st.write("Upload or record a short English utterance; the registered model names one of eight emotions.")
-    uri = st.sidebar.text_input("Model URI", DEFAULT_MODEL)
     try:
-        model = get_model(uri)
+        settings = get_settings()
+        uri = st.sidebar.text_input("Model URI", default_model(settings))
+        model = get_model(uri, settings.tracking.model_dump() if settings else None)
     except SerError as err:
         st.error(str(err))
         return
@@ -185,7 +201,8 @@ def main() -> None:
     st.audio(data)
     try:
         with st.spinner("Predicting ..."):
-            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav")
+            silence = silence_settings(settings.validate_.model_dump() if settings else None)
+            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav", silence)
     except SerError as err:
         st.error(str(err))
         return

@@ -24,19 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import ROOT, add_common_args, write_report
 
 from components.evaluation.evaluate import Evaluation, ModelSpec
 from components.evaluation.metrics import format_table
-from components.runtime.files import write_text
 from components.settings import load_params
 from flows.evaluate import evaluate_data
 
-ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"
 STORE = ROOT / ".ser-cache" / "accuracy-results.json"
 EXPLORE = ROOT / "reports" / "accuracy_explore.json"
-DEEP_EXPLORE = ROOT / "reports" / "deep_explore.json"  # benchmarks/deep_explore.py
-EXPLORATIONS = {  # reports/<name>.json of benchmarks/<name>.py: (what it asked, what came of it)
+DEEP_EXPLORE = ROOT / "reports" / "deep_explore.json"  # by the removed deep_explore.py
+EXPLORATIONS = {  # reports/<name>.json of the removed exploration scripts: (what it asked, what came of it)
     "compare_explore": ("ComParE_2016 functionals", "they chose logreg_compare and ensemble_compare"),
     "fast_explore": (
         "Dropping eGeMAPS from the champion to halve its prediction time",
@@ -68,8 +67,7 @@ EXPLORATIONS = {  # reports/<name>.json of benchmarks/<name>.py: (what it asked,
         "worse than the soft vote at every regularisation; the vote stays",
     ),
 }
-TUNE = ROOT / "reports" / "tune.md"  # benchmarks/tune.py (Optuna)
-REPORT = ROOT / "reports" / "accuracy.md"
+TUNE = ROOT / "reports" / "tune.md"  # the removed benchmarks/tune.py (Optuna)
 ORIGINAL = {"rf": 0.74, "cnn": 0.80, "cnn_lstm": 0.82, "cnn_gru": 0.83}  # random 80/20, full-length clips
 RUNS = [
     {"protocol": "actor-kfold", "subset": "speech"},
@@ -437,13 +435,13 @@ def summary_table(rows: list[dict], settings: dict) -> list[dict[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="rf,svm,logreg,mlp,cnn,cnn_lstm,cnn_gru,ensemble")
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--speaker-norm", choices=["off", "on", "both"], default="both")
     parser.add_argument("--no-timing", action="store_true", help="skip the fit and single-clip timing")
     parser.add_argument("--timing-only", action="store_true", help="only the fit and single-clip timing")
     parser.add_argument("--render-only", action="store_true", help="rewrite the report from stored results")
+    add_common_args(parser, "accuracy", data=True, workers=2)
     args = parser.parse_args()
-    data = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess"))
+    data = args.data
     settings = load_params(ROOT / "params.yaml")
     if not args.render_only:
         models = args.models.split(",")
@@ -467,8 +465,7 @@ def main() -> None:
                 timing = {**time_model(name, settings, data), "section": settings[name], "command": command}
                 save(lambda store, name=name, timing=timing: store["timing"].update({name: timing}))
     report = render(load_store(), settings, data)
-    write_text(REPORT, report)
-    print(report)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

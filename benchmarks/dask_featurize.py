@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "reports" / "dask.md"
+from common import ROOT, add_common_args, check_data, child_command, run_child, write_report
+
 RUNNERS = ("process", "dask")
 
 
@@ -62,9 +62,7 @@ def run_one(config: dict) -> dict:
 def measure(config: dict) -> dict:
     """Run one configuration in a subprocess; its wall times, CPU time of its tree, the load."""
     load = os.getloadavg()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--run", json.dumps(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(child_command(config), cwd=ROOT, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)  # includes reaped workers (the LocalCluster's too)
     if os.waitstatus_to_exitcode(status):
@@ -127,18 +125,13 @@ def render(runs: dict[str, list[dict]], n_clips: int, data_dir: Path, identical:
 
 
 def main() -> None:
-    sys.path.insert(0, str(ROOT))  # run as a script from anywhere
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help=argparse.SUPPRESS)
-    parser.add_argument("--n-clips", type=int, default=None, help="use only the first N clips")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the table shows the fastest run")
+    add_common_args(parser, "dask", data=True, fresh_process=True)
     args = parser.parse_args()
-    if args.run:
-        print(json.dumps(run_one(json.loads(args.run))))
+    if run_child(args, run_one):
         return
-    data_dir = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess")).resolve()
-    if not data_dir.is_dir():
-        raise SystemExit(f"no RAVDESS sample at {data_dir}: set RAVDESS_DIR")
+    data_dir = check_data(args.data)
     runs: dict[str, list[dict]] = {runner: [] for runner in RUNNERS}
     with tempfile.TemporaryDirectory(prefix="dask-bench-") as tmp:
         clips = Path(tmp) / "clips.parquet"
@@ -153,8 +146,7 @@ def main() -> None:
     every = [r["digests"] for rs in runs.values() for r in rs]
     identical = {name: len({d.get(name) for d in every}) == 1 for name in every[0]}
     report = render(runs, n_clips, data_dir, identical)
-    REPORT.write_text(report)
-    print(report)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "reports" / "featurize.md"
+from common import ROOT, add_common_args, check_data, child_command, run_child, write_report
+
 ALL_SETS = ("handmade", "egemaps", "logmel", "waveform")
 TIMED = [  # (sets, n_jobs): each set alone, the two fast spectral sets together, all four
     *[((name,), jobs) for name in ALL_SETS for jobs in (1, 2)],
@@ -73,9 +73,7 @@ def measure(config: dict, sample_memory: bool) -> dict:
     import psutil
 
     load = os.getloadavg()[0]
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--run", json.dumps(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(child_command(config), cwd=ROOT, stdout=subprocess.PIPE, text=True)
     peak_pss, done = 0, threading.Event()
 
     def sample() -> None:
@@ -178,18 +176,13 @@ def goals(rows: list[dict], n_total: int) -> list[str]:
 
 
 def main() -> None:
-    sys.path.insert(0, str(ROOT))  # run as a script from anywhere
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help=argparse.SUPPRESS)
-    parser.add_argument("--n-clips", type=int, default=None, help="use only the first N clips")
     parser.add_argument("--repeat", type=int, default=1, help="run the whole plan N times; keep the fastest")
+    add_common_args(parser, "featurize", data=True, fresh_process=True)
     args = parser.parse_args()
-    if args.run:
-        print(json.dumps(run_one(json.loads(args.run))))
+    if run_child(args, run_one):
         return
-    data_dir = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "ravdess")).resolve()
-    if not data_dir.is_dir():
-        raise SystemExit(f"no RAVDESS sample at {data_dir}: set RAVDESS_DIR")
+    data_dir = check_data(args.data)
     with tempfile.TemporaryDirectory(prefix="featurize-bench-") as tmp:
         clips = Path(tmp) / "clips.parquet"
         n_total = min(clip_table(data_dir, clips), args.n_clips or sys.maxsize)
@@ -205,9 +198,7 @@ def main() -> None:
                 print(f"{index} {step['sets']} n_jobs={step['n_jobs']}: {runs[index][-1]}", file=sys.stderr)
         rows = [summarize(step, results) for step, results in zip(plan, runs, strict=True)]
     report = render(rows, n_total, data_dir, args.repeat)
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(report)
-    print(report)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

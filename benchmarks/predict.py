@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import ROOT, add_common_args, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "reports" / "predict.md"
 CLIP_DUR = 4.0  # seconds: the models' clip length (preprocess.clip_dur)
 CLIP_RATE = 48_000  # RAVDESS's rate: resampling is part of the cost
 N_ACTORS = 4  # demo actors to fit on: 416 clips, enough for every family to train
@@ -220,7 +219,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", default="1,2", help="torch thread counts to time deep models with")
     parser.add_argument("--no-cold", action="store_true", help="skip the fresh-process `ser predict` timing")
-    parser.add_argument("--out", type=Path, default=REPORT)
+    add_common_args(parser, "predict")
     args = parser.parse_args()
 
     from components.evaluation.evaluate import ModelSpec
@@ -266,9 +265,7 @@ def main() -> None:
             if not args.no_cold and not cold:
                 cold[name] = cold_cli(store, uri, clips[0])
     text = report(rows, cold, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_report(args.out, text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.common import write_text  # noqa: E402
+from common import add_common_args, write_report  # noqa: E402
 
 from tests.conftest import (  # noqa: E402
     free_port,
@@ -36,7 +36,7 @@ from tests.conftest import (  # noqa: E402
     start_prefect_server,
     stop,
 )
-from tests.test_deploy import retrain_via_api  # noqa: E402
+from tests.pipeline.test_deploy import retrain_via_api  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument(
         "--screenshots-only", type=Path, metavar="WORK", help="retake screenshots of an earlier run's folder"
     )
+    add_common_args(parser, "retrain")
     args = parser.parse_args()
     if args.screenshots_only:
         port = free_port()
@@ -211,8 +212,8 @@ def main() -> None:
     ]
     if shots:
         report += ["", "## Screenshots", ""] + [f"![{name}]({name})" for name in shots]
-    write_text(ROOT / "reports" / "retrain.md", "\n".join(report) + "\n")
-    print(f"wrote reports/retrain.md ({work})")
+    write_report(args.out, "\n".join(report) + "\n")
+    print(f"wrote {args.out} ({work})")
 
 
 if __name__ == "__main__":

@@ -37,10 +37,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "reports" / "serving.md"
-sys.path.insert(0, str(Path(__file__).parent))  # the demo-model helpers of benchmarks/predict.py
+from common import ROOT, add_common_args, write_report
 
 
 def free_port() -> int:
@@ -254,7 +251,7 @@ def main() -> None:
     parser.add_argument("--model", default="models:/ravdess-emotion@champion")
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--demo", action="store_true", help="fit a small model in a temporary store")
-    parser.add_argument("--out", type=Path, default=REPORT)
+    add_common_args(parser, "serving")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
@@ -264,9 +261,7 @@ def main() -> None:
             store, model = project_store(), args.model
         result = benchmark(store, model, args.requests, workdir)
     text = report(result, model, args.demo)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_report(args.out, text)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import add_common_args, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "reports" / "wav2vec2_speed.md"
 CLIP_DUR = 4.0
 SAMPLING_RATE = 16_000
 # (label, batch size, precision, frozen front end, weighted layer sum, gradient checkpointing)
@@ -138,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="also measure training throughput on CUDA")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    add_common_args(parser, "wav2vec2_speed")
     args = parser.parse_args()
     from transformers import __version__ as transformers_version
     from transformers.utils import logging
@@ -175,9 +175,7 @@ def main() -> None:
         lines.append(format_table(gpu_part(), columns, digits=3))
     lines += ["", f"Benchmark time: {time.perf_counter() - started:.0f} s."]
     text = "\n".join(lines) + "\n"
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
-    print(text)
+    write_report(args.out, text)
 
 
 if __name__ == "__main__":

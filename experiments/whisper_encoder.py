@@ -37,10 +37,10 @@ from sklearn.preprocessing import StandardScaler
 
 from components.data.audio import fit_length, load_clip
 from components.data.ravdess import parse_name
-from components.encoders import whisper
 from components.evaluation.metrics import format_table
 from components.evaluation.normalize import MIN_STD, normalize_per_speaker
 from components.evaluation.protocols import actor_kfold
+from components.features import whisper
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIM_TOP_DB = 40.0  # params.yaml preprocess.trim_top_db

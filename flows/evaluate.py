@@ -12,7 +12,7 @@ import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
@@ -23,7 +23,7 @@ from components.evaluation.metrics import plot_confusion
 from components.evaluation.protocols import SUBSETS
 from components.features.sets import SCALAR_SETS
 from components.runtime.files import project_root
-from components.settings import load_params
+from components.settings import load_settings
 from flows import fail_cleanly
 from flows.featurize import featurize_data
 from flows.train import evaluate_model
@@ -94,9 +94,9 @@ def pick_clips(files: list[AudioFile], protocol: str, subset: str, test_actors: 
 @fail_cleanly
 def evaluate_version(
     source: str,
-    model: str = "models:/ravdess-emotion@champion",
-    protocol: str = "holdout",
-    subset: str = "all",
+    model: str | None = None,
+    protocol: Literal["holdout", "all"] = "holdout",
+    subset: Literal["all", "speech", "song"] = "all",
     test_actors: list[int] | None = None,
     project_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -104,7 +104,8 @@ def evaluate_version(
 
     Args:
         source: ``demo``, ``zenodo``, or a folder or .zip of RAVDESS audio (as ``ingest.source``).
-        model: MLflow model URI: ``models:/ravdess-emotion@champion``, ``models:/ravdess-emotion/3``.
+        model: MLflow model URI, e.g. ``models:/ravdess-emotion/3``; default the champion of
+            ``tracking.model_name`` (``models:/ravdess-emotion@champion``).
         protocol: ``holdout``: the clips of ``test_actors``; ``all``: every clip (speakers the
             model never heard, e.g. new recordings).
         subset: ``speech``, ``song`` or ``all``.
@@ -124,18 +125,20 @@ def evaluate_version(
 
     logger = get_run_logger()
     project = project_root(project_dir)
-    settings = load_params(project / "params.yaml")
-    actors = list(test_actors or settings["evaluate"]["test_actors"])
+    settings = load_settings(project / "params.yaml")
+    tracking = settings.tracking.model_dump()
+    model = model or settings.tracking.champion_uri
+    actors = list(test_actors or settings.evaluate.test_actors)
     with tempfile.TemporaryDirectory(prefix="ser-evaluate-") as staging:
-        folder = stage_source(source, Path(staging), settings["ingest"])
+        folder = stage_source(source, Path(staging), settings.ingest.model_dump())
         found = discover(folder)
         clips = pick_clips(found.files, protocol, subset, actors)
         if not clips:
             where = f"actors {actors}" if protocol == "holdout" else "any actor"
             raise SerError(f"{source}: no {subset} clips of {where} to evaluate on")
-        use_store(project / "params.yaml")
+        use_store(tracking, project)
         loaded = load_model(model)
-        silence = silence_settings(project / "params.yaml")
+        silence = silence_settings(settings.validate_.model_dump())
         locations = [c.location for c in clips]
         score, clip_dur = loaded.predict_signals, loaded.clip_dur
         results = predict_files(locations, score, clip_dur, progress=False, silence=silence)
@@ -143,8 +146,8 @@ def evaluate_version(
     if summary is None:
         raise SerError(f"{source}: none of the {len(clips)} clips could be scored (see the log)")
     about = loaded.description
-    client = MlflowClient(store_uri(settings["tracking"], project))
-    experiment = experiment_id(client, settings["tracking"])
+    client = MlflowClient(store_uri(tracking, project))
+    experiment = experiment_id(client, tracking)
     version = about.get("version", "")
     tags = {"model_uri": model, "model_version": version, "source": source, "protocol": protocol}
     run = start_run(client, experiment, f"evaluate/{about.get('name', 'model')}-v{version}", tags=tags)

@@ -22,7 +22,7 @@ from components.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR
 from components.runtime.files import exit_on_error, write_json
 from components.runtime.locks import hold_lock
 from components.runtime.runners import chunk_map
-from components.settings import load_params
+from components.settings import Settings, load_settings
 from flows import fail_cleanly, run_flow
 
 
@@ -60,12 +60,18 @@ def extract_features(
 @flow(name="featurize")
 @fail_cleanly
 def featurize_stage(
-    settings: dict[str, Any], clips_table: Path = CLIPS_TABLE, out_dir: Path = FEATURES_DIR
+    settings: Settings | None = None, clips_table: Path = CLIPS_TABLE, out_dir: Path = FEATURES_DIR
 ) -> dict[str, Any]:
-    """Extract features for the clips the validate stage accepted."""
+    """Extract features for the clips the validate stage accepted.
+
+    Args:
+        settings: The pipeline's settings; None reads params.yaml in the working folder.
+        clips_table: The validate stage's accepted clips.
+        out_dir: Folder for the feature tables.
+    """
     logger = get_run_logger()
     clips = pd.read_parquet(clips_table)
-    metrics = extract_features(clips, Path(out_dir), settings)
+    metrics = extract_features(clips, Path(out_dir), (settings or load_settings()).as_params())
     for name, counts in metrics["sets"].items():
         logger.info("featurize %s: %s", name, counts)
     if metrics["n_failed"]:
@@ -84,8 +90,9 @@ def featurize_data(
 
 def main() -> None:
     """Entry point of the DVC stage."""
+    settings = load_settings()  # a bad setting is refused before anything else happens
     with hold_lock(FEATURES_DIR, "featurize"):  # before Prefect starts: a second run refuses at once
-        metrics = run_flow(featurize_stage, settings=load_params())
+        metrics = run_flow(featurize_stage, settings=settings)
         write_json(METRICS_DIR / "featurize.json", metrics)
 
 

@@ -25,7 +25,7 @@ from components.data.synth import write_corpus
 from components.errors import SerError
 from components.paths import DOWNLOAD_DIR, INGEST_STATE_FILE, METRICS_DIR, RAW_DIR
 from components.runtime.files import exit_on_error, write_json
-from components.settings import section
+from components.settings import Ingest, load_settings
 from flows import fail_cleanly, run_flow
 
 
@@ -51,8 +51,14 @@ def stage_source(source: str, staging: Path, params: dict[str, Any]) -> Path:
 
 @flow(name="ingest")
 @fail_cleanly
-def ingest(params: dict[str, Any], raw_dir: Path = RAW_DIR) -> dict[str, Any]:
-    """Copy the source's audio into ``raw_dir``, adding, replacing and removing only what differs."""
+def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str, Any]:
+    """Copy the source's audio into ``raw_dir``, adding, replacing and removing only what differs.
+
+    Args:
+        settings: The ``ingest`` settings; None reads params.yaml in the working folder.
+        raw_dir: The immutable copy of the source's audio.
+    """
+    params = (settings or load_settings().ingest).model_dump()
     logger = get_run_logger()
     raw_dir = Path(raw_dir)
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +97,8 @@ def source_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point of the DVC stage: skip at once when neither source nor raw folder changed."""
-    params = section("ingest")
+    settings = load_settings().ingest
+    params = settings.model_dump()
     fingerprint = fingerprint_source(str(params["source"]), source_settings(params))
     state = json.loads(INGEST_STATE_FILE.read_text()) if INGEST_STATE_FILE.exists() else {}
     if (
@@ -101,7 +108,7 @@ def main() -> None:
     ):
         print(f"ingest: source {params['source']!r} unchanged since the last run; nothing to do")
         return
-    result = run_flow(ingest, params=params)
+    result = run_flow(ingest, settings=settings)
     write_json(METRICS_DIR / "ingest.json", result)
     write_json(INGEST_STATE_FILE, {"source": fingerprint, "raw": fingerprint_tree(RAW_DIR)})
 

@@ -23,9 +23,8 @@ from components.serving.predict import (
     summarize,
     write_results_csv,
 )
+from components.settings import Tracking, find_settings
 from flows import fail_cleanly
-
-CHAMPION_URI = "models:/ravdess-emotion@champion"
 
 
 def resolve(path: str, project: Path) -> Path:
@@ -39,7 +38,7 @@ def resolve(path: str, project: Path) -> Path:
 def predict_batch(
     input_dir: str,
     output_dir: str = "predictions",
-    model: str = CHAMPION_URI,
+    model: str | None = None,
     batch_size: int = 32,
     project_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -48,7 +47,7 @@ def predict_batch(
     Args:
         input_dir: Folder of audio files (searched recursively; any rate, channels and length).
         output_dir: Folder for ``predictions_<UTC time>.csv`` (created if needed).
-        model: MLflow model URI; default the registered ``champion``.
+        model: MLflow model URI; default the ``champion`` of ``tracking.model_name``.
         batch_size: Clips (or windows of long recordings) per model call.
         project_dir: The checkout whose params.yaml names the MLflow store (default: SER_PROJECT_DIR or cwd).
 
@@ -65,10 +64,12 @@ def predict_batch(
     paths, missing = find_audio([str(folder)])
     if not paths:
         raise SerError(missing[0].error if missing else f"{folder}: no audio files")
-    use_store(project / PARAMS_FILE)
+    settings = find_settings(project / PARAMS_FILE)  # none: MLFLOW_TRACKING_URI names the store
+    model = model or (settings.tracking if settings else Tracking()).champion_uri
+    use_store(settings.tracking.model_dump() if settings else None, project)
     loaded = load_model(model)
     about = loaded.description
-    silence = silence_settings(project / PARAMS_FILE)
+    silence = silence_settings(settings.validate_.model_dump() if settings else None)
     results = predict_files(
         paths, loaded.predict_signals, loaded.clip_dur, batch_size=batch_size, progress=False, silence=silence
     )

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from prefect import flow, get_run_logger
@@ -27,7 +27,7 @@ from components.evaluation.metrics import format_table
 from components.paths import METRICS_DIR, PARAMS_FILE
 from components.runtime.files import exit_on_error, project_root, write_text
 from components.runtime.locks import hold_lock
-from components.settings import load_params
+from components.settings import load_settings
 from flows import fail_cleanly, run_flow
 
 LOCK_TARGET = Path(".dvc/tmp/retrain")  # lock file .dvc/tmp/.retrain.lock: DVC scratch, never versioned
@@ -174,17 +174,6 @@ def run_repro(project: Path, timeout_s: float) -> tuple[ReproLog, str]:
     return log, output
 
 
-def data_version(project: Path) -> str | None:
-    """The DVC hash of ``data/raw`` recorded in dvc.lock (None before the first run)."""
-    lock = project / "dvc.lock"
-    if not lock.exists():
-        return None
-    for out in yaml.safe_load(lock.read_text()).get("stages", {}).get("ingest", {}).get("outs", []):
-        if out.get("path") == "data/raw":
-            return f"dvc:{out['md5']}"
-    return None
-
-
 def read_metrics(project: Path, stage: str) -> dict[str, Any]:
     """A stage's DVC metrics file ({} when it has none yet)."""
     path = project / METRICS_DIR / f"{stage}.json"
@@ -316,7 +305,7 @@ def summary_markdown(summary: dict[str, Any], primary_metric: str) -> str:
 def retrain(
     source: str | None = None,
     models: list[str] | None = None,
-    protocol: str | None = None,
+    protocol: Literal["actor-kfold", "holdout", "random"] | None = None,
     project_dir: str | None = None,
     wait_s: float | None = None,
 ) -> dict[str, Any]:
@@ -334,15 +323,17 @@ def retrain(
     """
     from prefect.artifacts import create_markdown_artifact
 
+    from components.tracking.runs import raw_data_version
+
     logger = get_run_logger()
     project = project_root(project_dir)
     params_file = project / PARAMS_FILE
+    settings = load_settings(params_file).as_params()  # what follows reads none of the overridden keys
     if wait_s is None:
-        wait_s = float(load_params(params_file)["retrain"]["wait_s"])
+        wait_s = settings["retrain"]["wait_s"]
     with hold_lock(project / LOCK_TARGET, f"retraining in {project}", wait_s=wait_s):
         changes = apply_overrides(params_file, source, models, protocol)
-        settings = load_params(params_file)
-        before = data_version(project)
+        before = raw_data_version(project / "dvc.lock")
         logger.info("dvc repro in %s%s", project, f" ({'; '.join(changes)})" if changes else "")
         log, output = run_repro(project, float(settings["retrain"]["timeout_s"]))
         logger.info("dvc repro done in %.1f s: ran %s", log.seconds, ", ".join(log.ran) or "nothing")
@@ -351,7 +342,7 @@ def retrain(
             read_metrics(project, "train").get("registry", {}).get("version") if "train" in log.ran else None
         )
         links = mlflow_links(project, settings, str(version) if version else None)
-        summary = summarize(log, changes, before, data_version(project), project, links)
+        summary = summarize(log, changes, before, raw_data_version(project / "dvc.lock"), project, links)
     text = summary_markdown(summary, settings["evaluate"]["primary_metric"])
     create_markdown_artifact(
         markdown=text, key=ARTIFACT_KEY, description="What this retrain changed and decided"

@@ -33,7 +33,7 @@ from components.registry.publish import publish_best
 from components.runtime.files import exit_on_error, write_json, write_text
 from components.runtime.locks import hold_lock
 from components.runtime.runners import local_cluster_kwargs, n_workers, orchestration
-from components.settings import load_params
+from components.settings import Settings, load_settings
 from components.tracking.runs import (
     data_version,
     experiment_id,
@@ -89,14 +89,19 @@ def evaluate_model(
 
 @flow(name="train")
 @fail_cleanly
-def train_stage(settings: dict[str, Any], features_dir: Path = FEATURES_DIR) -> dict[str, Any]:
+def train_stage(settings: Settings | None = None, features_dir: Path = FEATURES_DIR) -> dict[str, Any]:
     """Train and score every configured model concurrently, log to MLflow, publish the best.
 
     One run at a time: a second one (``dvc repro``, ``python -m flows.train``, a retrain flow)
     refuses with a message naming the first, which holds the lock on ``metrics/train.json``.
+
+    Args:
+        settings: The pipeline's settings; None reads params.yaml in the working folder.
+        features_dir: The featurize stage's tables.
     """
+    params = (settings or load_settings()).as_params()
     with hold_lock(TRAIN_METRICS, "train"):
-        return train_and_publish(settings, features_dir)
+        return train_and_publish(params, features_dir)
 
 
 def train_and_publish(settings: dict[str, Any], features_dir: Path) -> dict[str, Any]:
@@ -167,8 +172,8 @@ def write_plot(best: Evaluation) -> None:
 
 def main() -> None:
     """Entry point of the DVC stage."""
-    settings = load_params()
-    runner = task_runner(settings)  # orchestration.task_runner: process pool or Dask
+    settings = load_settings()
+    runner = task_runner(settings.as_params())  # orchestration.task_runner: process pool or Dask
     with hold_lock(TRAIN_METRICS, "train"):  # before Prefect starts: a second run refuses at once
         metrics = run_flow(train_stage.with_options(task_runner=runner), settings=settings)
         write_json(TRAIN_METRICS, metrics)

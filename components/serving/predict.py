@@ -21,11 +21,9 @@ from components.data.audio import read_audio
 from components.data.ravdess import EMOTIONS, parse_name
 from components.errors import SerError
 from components.evaluation.metrics import compute_metrics, format_table
-from components.paths import PARAMS_FILE
 from components.runtime.files import write_json, write_text
 from components.serving.silence import MAX_SILENT_SHARE, SILENCE_DBFS, check_not_silent
 from components.serving.windows import Window, cut_windows, mean_probabilities, plan_windows, top_k
-from components.settings import load_params
 
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3")  # libsndfile's
 LONG_FACTOR = 1.5  # recordings up to 1.5 x clip_dur are scored whole: the models saw whole 3-6 s clips
@@ -116,16 +114,16 @@ def set_torch_threads(n_threads: int) -> None:
     torch.set_num_threads(n_threads)
 
 
-def silence_settings(params_file: str | Path = PARAMS_FILE) -> dict[str, float]:
-    """What counts as a silent clip: ``validate.silence_dbfs`` and ``validate.max_silent_share``.
+def silence_settings(validate: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """What counts as a silent clip: ``silence_dbfs`` and ``max_silent_share`` of the ``validate`` settings.
 
-    Without a params file (a model used outside the project) validate's defaults apply, the
-    ones a served model carries in its ``MODEL_CONFIG``.
+    Args:
+        validate: The ``validate`` section of the settings; None (a model used outside the
+            project) = validate's defaults, the ones a served model carries in its ``MODEL_CONFIG``.
     """
-    if not Path(params_file).is_file():
+    if validate is None:
         return {"silence_dbfs": SILENCE_DBFS, "max_silent_share": MAX_SILENT_SHARE}
-    section = load_params(params_file)["validate"]
-    return {key: float(section[key]) for key in ("silence_dbfs", "max_silent_share")}
+    return {key: float(validate[key]) for key in ("silence_dbfs", "max_silent_share")}
 
 
 def true_label(path: str | Path) -> str | None:
@@ -167,7 +165,7 @@ def predict_files(
         batch_size: Windows scored per call of ``score``.
         progress: Show a progress bar (default: for :data:`PROGRESS_MIN_FILES` files or more).
         silence: ``silence_dbfs`` and ``max_silent_share`` of the silence test of whole files
-            (default: :func:`silence_settings` of ``params.yaml``).
+            (default: validate's defaults, :func:`silence_settings`).
 
     Returns:
         One result per path, in order; unreadable and silent files carry an ``error`` instead

@@ -123,11 +123,21 @@ def pooled_report(result: Evaluation) -> str:
 
 def data_version(clips_table: Path = CLIPS_TABLE) -> str:
     """The DVC hash of ``data/raw`` from dvc.lock, else a hash of the validated clips' contents."""
-    lock = Path("dvc.lock")
-    if lock.exists():
-        stages = yaml.safe_load(lock.read_text()).get("stages", {})
-        for out in stages.get("ingest", {}).get("outs", []):
-            if out.get("path") == "data/raw":
-                return f"dvc:{out['md5']}"
-    hashes = pd.read_parquet(clips_table, columns=["clip_id", "content_hash"]).sort_values("clip_id")
-    return "clips:" + hashlib.sha256("".join(hashes["content_hash"]).encode()).hexdigest()[:16]
+    found = raw_data_version()
+    return found or clips_version(pd.read_parquet(clips_table, columns=["clip_id", "content_hash"]))
+
+
+def raw_data_version(lock: Path = Path("dvc.lock")) -> str | None:
+    """The DVC hash of ``data/raw`` recorded in ``lock`` (None before the ingest stage has run)."""
+    if not lock.exists():
+        return None
+    for out in yaml.safe_load(lock.read_text()).get("stages", {}).get("ingest", {}).get("outs", []):
+        if out.get("path") == "data/raw":
+            return f"dvc:{out['md5']}"
+    return None
+
+
+def clips_version(clips: pd.DataFrame) -> str:
+    """A hash of the clips' contents (``clip_id``, ``content_hash`` columns), in clip order."""
+    hashes = clips.sort_values("clip_id")["content_hash"]
+    return "clips:" + hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Deployments: prefect.yaml and `make flows` define the same ones; a real server runs retrain."""
+"""Deployments: one table renders prefect.yaml and what `make flows` serves; a real server runs retrain."""
 
 from __future__ import annotations
 
@@ -39,6 +39,33 @@ def test_prefect_yaml_entrypoints_are_the_flows_and_take_their_parameters():
         parameters = deployment.get("parameters") or {}
         assert parameters.items() <= entry.validate_parameters(parameters).items()
     assert deployments["retrain"]["concurrency_limit"] == 1
+
+
+def test_the_committed_prefect_yaml_is_the_deployment_table_rendered():
+    from flows.deploy import prefect_yaml
+
+    rendered = prefect_yaml(PARAMS)
+    assert (ROOT / "prefect.yaml").read_text() == rendered, (
+        "prefect.yaml differs from flows/deploy.py's table: run `python -m flows.deploy --write-prefect-yaml`"
+    )
+    changed = {**PARAMS, "retrain": {**PARAMS["retrain"], "schedule": None}}
+    (retrain,) = [d for d in yaml.safe_load(prefect_yaml(changed))["deployments"] if d["name"] == "retrain"]
+    assert retrain["schedules"] == []  # on demand only
+
+
+def test_make_flows_serves_the_prefect_yaml_deployments_but_the_gpu_one():
+    from flows.deploy import build_deployments
+
+    served = {d.name: d for d in build_deployments(PARAMS)}
+    pooled = {d["name"]: d for d in PREFECT_YAML["deployments"]}
+    assert set(pooled) - set(served) == {"wav2vec2-finetune"} and set(served) <= set(pooled)
+    for name, deployment in served.items():
+        assert deployment.entrypoint.endswith(pooled[name]["entrypoint"])  # relative to the working folder
+        assert deployment.flow_name == FLOW_NAMES[name]
+        assert deployment.description == pooled[name]["description"]
+        assert deployment.tags == pooled[name]["tags"]
+        assert deployment.parameters == pooled[name]["parameters"]
+        assert deployment.concurrency_limit == pooled[name].get("concurrency_limit")
 
 
 def test_the_retrain_schedule_is_the_same_in_prefect_yaml_and_params():

@@ -78,7 +78,7 @@ def test_changing_a_featurize_param_reruns_only_featurize(clone):
 
 
 def test_demo_fingerprint_follows_the_synthesiser_code(monkeypatch, tmp_path):
-    from components import synth_voice
+    from components.data import synth_voice
     from flows.ingest import source_settings
 
     params = {"source": "demo", "demo_actors": 8, "demo_seed": 0, "max_extract_bytes": 1}

@@ -1,26 +1,24 @@
-"""Reliability on bad inputs: ``ser validate`` names each bad file, raw files stay untouched, and a
-SIGKILLed ``ser featurize`` resumes to the same tables (cases built by ``benchmarks/reliability.py``)."""
+"""Reliability: bad inputs, raw-data immutability, kill and resume, concurrent runs.
+
+The fast tests run single pieces of the trial in ``tests/reliability/trial.py``; the slow ones run
+the whole trial once (what ``python -m tests.reliability.trial`` reports in reports/reliability.md)
+and assert every check its report shows.
+"""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
 
 import pandas as pd
 import pytest
 import soundfile as sf
 
 from tests.conftest import ROOT, tone
+from tests.reliability import trial as reliability_trial
 
 
 @pytest.fixture(scope="module")
 def reliability():
-    """The benchmark script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("reliability", ROOT / "benchmarks" / "reliability.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reliability"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The trial module: case builders, runners and the report."""
+    return reliability_trial
 
 
 def write_good(folder, n_clips: int, seconds: float = 2.0) -> list:
@@ -103,3 +101,41 @@ def test_killed_fine_tuning_resumes_from_its_last_checkpoint_to_identical_weight
     # the fold killed mid-way continued from the epoch its last.pt holds
     for fold, epoch in trial["resumed_at"].items():
         assert trial["epochs_saved"][fold] == epoch, trial
+
+
+@pytest.fixture(scope="module")
+def full_trial(tmp_path_factory) -> dict:
+    """The whole trial once, one kill-and-resume trial of each kind (about 15 min on 2 busy cores)."""
+    root = tmp_path_factory.mktemp("reliability")
+    result = reliability_trial.run_trial(root, n_trials=1, seed=0, train_trials=1, finetune_trials=1)
+    (root / "reliability.md").write_text(reliability_trial.format_report(result))  # the report renders
+    return result
+
+
+@pytest.mark.slow
+def test_every_bad_input_gets_a_clear_message_and_no_crash(full_trial):
+    unclear = [row for row in full_trial["rows"] if not row["clear"] or row["crash"]]
+    assert unclear == [], unclear
+
+
+@pytest.mark.slow
+def test_no_raw_file_changes_and_nothing_is_written_outside_the_output_folders(full_trial):
+    assert full_trial["raw_changed"] == []
+    assert full_trial["written_outside"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["resume", "train_resume", "finetune_resume"])
+def test_killed_runs_resume_to_identical_outputs(full_trial, kind):
+    trials = full_trial[kind]["trials"]
+    assert trials and all(t["identical"] for t in trials), trials
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["featurize", "train", "dvc repro"])
+def test_of_two_concurrent_runs_one_finishes_and_the_other_is_refused(full_trial, name):
+    run = full_trial["concurrent"][name]
+    assert run["one_finished"] and not run["traceback"], run
+    assert run.get("identical", True), run
+    assert run.get("integrity", "ok") in ("ok", "–"), run
+    assert run.get("workspace_matches_cache", True), run  # dvc repro: dvc data status is clean

@@ -112,3 +112,39 @@ def test_registry_changes_wait_for_the_registry_lock_then_refuse(mlflow_store, h
     holder(registry.store_path(mlflow_store))  # a run publishing into the same store
     with pytest.raises(SerError, match=r"is writing .*mlflow\.db \(waited 0\.3 s\); wait for it"):
         registry.rollback(client, "ravdess-emotion")
+
+
+def test_publishing_registers_and_promotes_under_one_registry_lock(mlflow_store, monkeypatch):
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    import components.registry.publish as publishing
+    from components.registry.promote import Decision, store_path
+
+    client = MlflowClient(mlflow_store)
+    lock, calls = lock_file(store_path(mlflow_store)), []
+
+    def register(client, name, model_uri, run_id, tags):
+        calls.append(("register", lock.exists(), tags))
+        return "7"
+
+    def promote_if_better(client, name, version, score, comparable, fresh_scores):
+        calls.append(("promote", lock.exists(), comparable))
+        return Decision(version, True, "test")
+
+    monkeypatch.setattr(publishing, "register", register)
+    monkeypatch.setattr(publishing, "promote_if_better", promote_if_better)
+    experiment = client.create_experiment("publish")
+    best = SimpleNamespace(summary={"uar_mean": 0.5}, protocol="holdout", subset="all")
+    model = {"model_kind": "svm", "model_name": "svm", "data_version": "v1", "pretrained": "x"}
+    decision = publishing.publish(
+        client, "m", experiment, "parent", best, "uar", model, lambda: "runs:/r/model", {}
+    )
+    assert decision == Decision("7", True, "test")
+    assert [(step, held) for step, held, _ in calls] == [("register", True), ("promote", True)]
+    tags = calls[0][2]
+    assert tags["primary_metric_value"] == "0.500000" and tags["pretrained"] == "x"
+    comparable = {"data_version": "v1", "protocol": "holdout", "subset": "all", "primary_metric": "uar"}
+    assert calls[1][2] == comparable
+    assert not lock.exists()  # released once published

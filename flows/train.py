@@ -28,6 +28,7 @@ from components.evaluation.evaluate import (
 )
 from components.evaluation.metrics import confusion_pairs, format_table
 from components.evaluation.protocols import make_splits
+from components.models import check_model_sections
 from components.paths import FEATURES_DIR, METRICS_DIR, PLOTS_DIR
 from components.registry.publish import publish_best
 from components.runtime.files import exit_on_error, write_json, write_text
@@ -99,7 +100,9 @@ def train_stage(settings: Settings | None = None, features_dir: Path = FEATURES_
         settings: The pipeline's settings; None reads params.yaml in the working folder.
         features_dir: The featurize stage's tables.
     """
-    params = (settings or load_settings()).as_params()
+    settings = settings or load_settings()
+    check_model_sections(settings.models)
+    params = settings.as_params()
     with hold_lock(TRAIN_METRICS, "train"):
         return train_and_publish(params, features_dir)
 

@@ -135,3 +135,30 @@ def early_stops(kind: str, params: Mapping[str, Any]) -> bool:
         members = params.get("members") or {}
         return any(section.get("kind", name) in DEEP_KINDS for name, section in members.items())
     return kind in DEEP_KINDS
+
+
+def check_model_sections(sections: Mapping[str, Any], source: str = "params.yaml") -> None:
+    """Let :func:`build_model` refuse a setting its kind does not take, as one line naming the section.
+
+    Called where models are built (the train stage, ``ser evaluate``, the experiments), not when
+    settings are read: reading them must not import the models' libraries.
+
+    Args:
+        sections: Model sections by name, each with ``kind`` and ``settings()`` (the keys
+            :func:`build_model` takes), as :class:`components.settings.ModelSection`.
+        source: The file named in the message.
+
+    Raises:
+        SerError: The first section whose settings its model refuses.
+    """
+    for name, section in sections.items():
+        try:
+            model = build_model(section.kind, section.settings())
+            steps = [step for _, step in getattr(model, "steps", [])]
+            for step in [*steps, *(getattr(step, "estimator", None) for step in steps)]:  # a wrapped SVC too
+                if hasattr(step, "_parameter_constraints"):  # scikit-learn checks values' types and ranges
+                    step._validate_params()
+        except SerError as err:  # its message starts with the kind; the section's name says more
+            raise SerError(f"{source}: {name}: {str(err).removeprefix(section.kind + ': ')}") from None
+        except (TypeError, ValueError) as err:
+            raise SerError(f"{source}: {name}: {' '.join(str(err).split())}") from None

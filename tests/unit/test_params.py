@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 from components.errors import SerError
+from components.models import MODEL_KINDS, check_model_sections
+from components.settings import MODEL_KINDS as SETTINGS_KINDS
 from components.settings import FeatureSet, Settings, load_params, load_settings
 from tests.conftest import ROOT
+from tests.unit.test_dvc_stages import EXECUTION_ONLY
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -65,6 +68,7 @@ OUTSIDE_STAGES = {"retrain"}
 
 def test_every_leaf_key_is_declared_by_the_stage_that_reads_it():
     declared = {key for stage in DVC["stages"].values() for key in stage.get("params", [])} | OUTSIDE_STAGES
+    declared |= EXECUTION_ONLY  # how the work runs: deliberately declared by no stage
     leaves = {key for key in flat_keys(PARAMS) if not isinstance(_lookup(key), dict)}
     missing = sorted(k for k in leaves if k not in declared and k.split(".")[0] not in declared)
     assert not missing, f"params.yaml keys no dvc.yaml stage declares: {missing}"
@@ -168,7 +172,8 @@ def test_a_bad_setting_is_one_line_naming_the_key(tmp_path, case):
     assert text != SHIPPED, "the edit no longer applies to params.yaml"
     path = _write(tmp_path, text)
     with pytest.raises(SerError) as caught:
-        load_settings(path)
+        settings = load_settings(path)
+        check_model_sections(settings.models, str(path))  # where models are built: train, evaluate
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: {expected}"), message
@@ -226,3 +231,7 @@ def test_every_flow_has_a_typed_parameter_form():
         assert schema.properties, flow.name
     for flow in stages:
         assert parameter_schema(flow.fn).definitions, f"{flow.name}: settings are not a typed model"
+
+
+def test_settings_know_the_model_kinds_the_models_build():
+    assert tuple(SETTINGS_KINDS) == tuple(MODEL_KINDS)

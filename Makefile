@@ -81,3 +81,7 @@ serve: venv  ## REST API of the champion: POST base64 WAV to http://127.0.0.1:50
 app: venv  ## web demo on http://127.0.0.1:8501: upload or record a clip, see the emotion and the model
 	MLFLOW_TRACKING_URI=$(STORE) streamlit run app/demo.py --server.address 127.0.0.1 \
 		--server.port $(APP_PORT) --server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
+
+.PHONY: prefect-yaml
+prefect-yaml: venv  ## regenerate prefect.yaml from the deployment table in flows/deploy.py (after editing retrain.schedule)
+	python -m flows.deploy --write-prefect-yaml

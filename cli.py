@@ -189,7 +189,6 @@ def predict_cmd(
         format_summary,
         predict_files,
         set_torch_threads,
-        silence_settings,
         summarize,
         write_results_csv,
         write_results_json,
@@ -210,7 +209,7 @@ def predict_cmd(
             f"{about['tags'].get('model_name', '?')}, clip {loaded.clip_dur:g} s",
             err=True,
         )
-    silence = silence_settings(settings.validate_.model_dump() if settings else None)
+    silence = loaded.silence  # the test the model was trained with, not today's params.yaml
     results = missing + predict_files(
         paths, loaded.predict_signals, loaded.clip_dur, hop, long, batch_size, progress, silence=silence
     )

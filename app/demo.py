@@ -86,7 +86,7 @@ def predict_bytes(
     Raises:
         SerError: The upload cannot be scored (see :func:`check_upload`) or the model failed on it.
     """
-    silence = silence or silence_settings()
+    silence = silence or model.silence  # the test the model was trained with
     signal, rate = check_upload(data, name, silence)
     suffix = Path(name).suffix or ".wav"
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,8 +201,8 @@ def main() -> None:
     st.audio(data)
     try:
         with st.spinner("Predicting ..."):
-            silence = silence_settings(settings.validate_.model_dump() if settings else None)
-            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav", silence)
+            # the silence test the model was trained with, as `ser predict` and the REST server apply it
+            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav", model.silence)
     except SerError as err:
         st.error(str(err))
         return

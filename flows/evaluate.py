@@ -119,7 +119,7 @@ def evaluate_version(
     from prefect.artifacts import create_markdown_artifact
 
     from components.registry.model_io import load_model, use_store
-    from components.serving.predict import predict_files, silence_settings, summarize, write_results_csv
+    from components.serving.predict import predict_files, summarize, write_results_csv
     from components.tracking.runs import experiment_id, scalar_metrics, start_run, store_uri
     from flows.ingest import stage_source
 
@@ -138,7 +138,7 @@ def evaluate_version(
             raise SerError(f"{source}: no {subset} clips of {where} to evaluate on")
         use_store(tracking, project)
         loaded = load_model(model)
-        silence = silence_settings(settings.validate_.model_dump())
+        silence = loaded.silence  # the test the model was trained with, not today's params.yaml
         locations = [c.location for c in clips]
         score, clip_dur = loaded.predict_signals, loaded.clip_dur
         results = predict_files(locations, score, clip_dur, progress=False, silence=silence)

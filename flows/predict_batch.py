@@ -19,7 +19,6 @@ from components.runtime.files import project_root
 from components.serving.predict import (
     find_audio,
     predict_files,
-    silence_settings,
     summarize,
     write_results_csv,
 )
@@ -69,7 +68,7 @@ def predict_batch(
     use_store(settings.tracking.model_dump() if settings else None, project)
     loaded = load_model(model)
     about = loaded.description
-    silence = silence_settings(settings.validate_.model_dump() if settings else None)
+    silence = loaded.silence  # the test the model was trained with, not today's params.yaml
     results = predict_files(
         paths, loaded.predict_signals, loaded.clip_dur, batch_size=batch_size, progress=False, silence=silence
     )

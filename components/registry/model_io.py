@@ -32,6 +32,7 @@ from components.data.audio import to_mono
 from components.data.ravdess import EMOTION_NAMES
 from components.errors import SerError
 from components.serving.pyfunc import MODEL_CONFIG, EmotionPredictor, EmotionPyfunc
+from components.serving.silence import MAX_SILENT_SHARE, SILENCE_DBFS
 
 CODE_DIR = Path(__file__).resolve().parents[1]  # components/: travels inside the model
 REQUIREMENTS = (
@@ -145,7 +146,8 @@ def log_predictor(predictor: EmotionPredictor, name: str = "model") -> str:
             signature=signature(),
             input_example=input_example(),
             pip_requirements=requirements(predictor),
-            model_config=MODEL_CONFIG,  # a server may override these keys (SERVING_MODEL_CONFIG)
+            # a server may override these keys (SERVING_MODEL_CONFIG); the silence test is the model's own
+            model_config={**MODEL_CONFIG, **predictor.info.get("silence", {})},
         )
     return info.model_uri
 
@@ -192,6 +194,19 @@ class LoadedModel:
     def clip_dur(self) -> float:
         """The clip length the model's features were fitted to (seconds)."""
         return float(self.predictor.extract["clip_dur"]) if self.predictor else DEFAULT_CLIP_DUR
+
+    @property
+    def silence(self) -> dict[str, float]:
+        """The silence test recorded with the model (validate's settings when it was trained).
+
+        A model registered before it was recorded, or not ours, gets validate's defaults.
+        """
+        recorded = self.predictor.info.get("silence") if self.predictor else None
+        return (
+            dict(recorded)
+            if recorded
+            else {"silence_dbfs": SILENCE_DBFS, "max_silent_share": MAX_SILENT_SHARE}
+        )
 
     def predict_signals(self, signals: list[tuple[np.ndarray, int]]) -> pd.DataFrame:
         """Label, confidence and ``prob_<emotion>`` columns for raw ``(signal, rate)`` pairs."""

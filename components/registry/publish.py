@@ -56,7 +56,16 @@ def publish_best(
         stats_sets=spec.stats_sets,
         uses_logmel=spec.uses_logmel,
         extract=model_extract(spec, settings),
-        info={"model": spec.name, "kind": spec.kind, f"{metric}": score, "n_train_clips": len(data)},
+        info={
+            "model": spec.name,
+            "kind": spec.kind,
+            f"{metric}": score,
+            "n_train_clips": len(data),
+            # the silence test its training clips passed: every way of predicting applies this one
+            "silence": {
+                key: float(settings["validate"][key]) for key in ("silence_dbfs", "max_silent_share")
+            },
+        },
     )
     fresh = {spec_kind(r, settings): r.summary[f"{metric}_mean"] for r in primary}
     model = {"model_kind": spec.kind, "model_name": spec.name, "data_version": data_version}

@@ -263,3 +263,17 @@ def test_registry_show_and_rollback_through_the_cli(store):
 
     missing = invoke("registry", "show", "--name", "no-such-model")
     assert missing.exit_code == 1 and "no registered model" in str(missing.exception)
+
+
+def test_the_silence_test_is_the_one_recorded_with_the_model():
+    """ser predict, predict-batch, evaluate and the web demo read it from the model, not params.yaml."""
+    from types import SimpleNamespace
+
+    from components.registry.model_io import LoadedModel
+    from components.serving.silence import MAX_SILENT_SHARE, SILENCE_DBFS
+
+    recorded = {"silence_dbfs": -50.0, "max_silent_share": 0.9}
+    ours = LoadedModel("models:/x/1", None, SimpleNamespace(info={"silence": recorded}))
+    older = LoadedModel("models:/x/2", None, SimpleNamespace(info={}))  # registered before it was recorded
+    assert ours.silence == recorded
+    assert older.silence == {"silence_dbfs": SILENCE_DBFS, "max_silent_share": MAX_SILENT_SHARE}

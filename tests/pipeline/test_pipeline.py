@@ -188,7 +188,8 @@ def test_predict_batch_flow_writes_a_csv_with_the_champion(clone, prefect_harnes
 def test_evaluate_flow_scores_a_registered_version_and_logs_it(clone, prefect_harness, own_store):
     from mlflow import MlflowClient
 
-    from flows.evaluate import evaluate_version
+    from components.errors import SerError
+    from flows.evaluate import evaluate_version, pick_clips
 
     result = evaluate_version(
         source=str(clone / "data" / "raw"),
@@ -205,4 +206,7 @@ def test_evaluate_flow_scores_a_registered_version_and_logs_it(clone, prefect_ha
     state = evaluate_version(
         source=str(clone / "data" / "raw"), protocol="actor-kfold", return_state=True, project_dir=str(clone)
     )
-    assert state.is_failed() and "cross-validating a configuration is `ser evaluate`" in state.message
+    # a typed parameter (a choice in the Prefect UI's form): refused before the flow runs
+    assert state.is_failed() and "protocol: Input should be 'holdout' or 'all'" in state.message
+    with pytest.raises(SerError, match="cross-validating a configuration is `ser evaluate`"):
+        pick_clips([], "actor-kfold", "all", [3])  # and in one line where no form checked it

@@ -1,0 +1,1 @@
+"""Corpus files: finding, naming, reading, validating and ingesting audio clips."""

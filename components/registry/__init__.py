@@ -1,0 +1,1 @@
+"""The MLflow model registry: model I/O, publishing, promotion to champion, rollback."""

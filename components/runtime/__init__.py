@@ -1,0 +1,1 @@
+"""How work runs: locks, process pools or Dask, atomic file writes."""

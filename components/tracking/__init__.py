@@ -1,0 +1,1 @@
+"""MLflow tracking: runs, logged evaluations, data and code versions."""

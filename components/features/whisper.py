@@ -24,14 +24,13 @@ import math
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from components.data.audio import fit_length, resample, to_mono
 from components.errors import SerError
 from components.features import spectral
-from components.wav2vec2.pretrained import offline_mode
+from components.wav2vec2.pretrained import hub_snapshot
 
 PARAMS: tuple[str, ...] = ("whisper_window", "whisper_pooling")  # featurize settings of the set
 MODEL = "tiny.en"  # the set's weights: the bundled, pinned tiny.en (the set's name says which)
@@ -118,38 +117,20 @@ def resolve_whisper(model: str, local_only: bool = False, *, cache_dir: str | Pa
 
 
 def _resolve_hub(repo_id: str, local_only: bool, cache_dir: str | Path | None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise WhisperWeightsError(
-            f"{repo_id}: no such folder, and not a Hugging Face model id; give a local folder, a size "
-            "such as tiny.en, or an id such as Systran/faster-whisper-tiny.en"
-        ) from None
-    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "allow_patterns": DOWNLOAD_PATTERNS}
-    try:
-        cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
-        if _is_model_folder(cached):
-            return cached
-    except Exception:  # not cached, or a half-written cache entry: either way, not usable offline
-        pass
-    if local_only or offline_mode():
-        raise WhisperUnavailable(repo_id)
-    try:
-        downloaded = Path(snapshot_download(repo_id, **kwargs))
-    except RepositoryNotFoundError:
-        raise WhisperWeightsError(
-            f"{repo_id}: the Hugging Face hub has no such model (or it is private or gated); "
-            "check the Whisper model name"
-        ) from None
-    except Exception:  # DNS, refused connection, timeout, proxy, 5xx: all mean "not now"
-        raise WhisperUnavailable(repo_id) from None
-    if not _is_model_folder(downloaded):
-        raise WhisperWeightsError(f"{repo_id}: the download holds no model.bin or config.json ({downloaded})")
-    return downloaded
+    return hub_snapshot(
+        repo_id,
+        DOWNLOAD_PATTERNS,
+        cache_dir,
+        local_only,
+        usable=_is_model_folder,
+        unavailable=WhisperUnavailable,
+        error=WhisperWeightsError,
+        hints=(
+            "give a local folder, a size such as tiny.en, or an id such as Systran/faster-whisper-tiny.en",
+            "check the Whisper model name",
+            "model.bin or config.json",
+        ),
+    )
 
 
 def weights_sha256(folder: str | Path) -> str:

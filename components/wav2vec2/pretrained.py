@@ -8,8 +8,9 @@ every way of failing offline into :class:`PretrainedUnavailable`, one line, no s
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from components.errors import SerError
 
@@ -71,10 +72,6 @@ def resolve_pretrained(
         SerError: A folder without config or weights, a missing path that is not a model id, or
             an id the hub does not know.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
-    from huggingface_hub.utils import validate_repo_id
-
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         if not _has_weights(folder):
@@ -83,34 +80,70 @@ def resolve_pretrained(
                 "point wav2vec2.pretrained at a folder written by save_pretrained or `hf download`"
             )
         return str(folder)
+    return str(
+        hub_snapshot(
+            name_or_path,
+            DOWNLOAD_PATTERNS,
+            cache_dir,
+            local_only,
+            usable=_has_weights,
+            unavailable=PretrainedUnavailable,
+            error=SerError,
+            hints=(
+                "set wav2vec2.pretrained to a local model folder or an id such as facebook/wav2vec2-base",
+                "check wav2vec2.pretrained",
+                "config.json and weights",
+            ),
+        )
+    )
+
+
+def hub_snapshot(
+    repo_id: str,
+    patterns: list[str],
+    cache_dir: str | Path | None,
+    local_only: bool,
+    usable: Callable[[Path], bool],
+    unavailable: Callable[[str], SerError],
+    error: Callable[[str], SerError],
+    hints: tuple[str, str, str],
+) -> Path:
+    """A model's folder from the Hugging Face hub: the local cache first, a download when allowed.
+
+    Shared by every pretrained encoder (wav2vec2 family, Whisper): offline in any way is
+    ``unavailable(repo_id)``; a bad id, an id the hub does not know or a download that ``usable``
+    refuses is ``error(message)``, the message ending with ``hints`` (what to set for a bad id,
+    what to check for an unknown one, what the folder must hold).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    bad_id, unknown, contents = hints
     try:
-        validate_repo_id(name_or_path)
+        validate_repo_id(repo_id)
     except HFValidationError:
-        raise SerError(
-            f"{name_or_path}: no such folder, and not a Hugging Face model id; set wav2vec2.pretrained "
-            "to a local model folder or an id such as facebook/wav2vec2-base"
-        ) from None
-    kwargs = {"cache_dir": cache_dir, "allow_patterns": DOWNLOAD_PATTERNS}
+        raise error(f"{repo_id}: no such folder, and not a Hugging Face model id; {bad_id}") from None
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "allow_patterns": patterns}
     try:
-        cached = Path(snapshot_download(name_or_path, local_files_only=True, **kwargs))
-        if _has_weights(cached):
-            return str(cached)
+        cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+        if usable(cached):
+            return cached
     except Exception:  # not cached, or a half-written cache entry: either way, not usable offline
         pass
     if local_only or offline_mode():
-        raise PretrainedUnavailable(name_or_path)
+        raise unavailable(repo_id)
     try:
-        downloaded = Path(snapshot_download(name_or_path, **kwargs))
+        downloaded = Path(snapshot_download(repo_id, **kwargs))
     except RepositoryNotFoundError:
-        raise SerError(
-            f"{name_or_path}: the Hugging Face hub has no such model (or it is private or gated); "
-            "check wav2vec2.pretrained"
+        raise error(
+            f"{repo_id}: the Hugging Face hub has no such model (or it is private or gated); {unknown}"
         ) from None
     except Exception:  # DNS, refused connection, timeout, proxy, 5xx: all mean "not now"
-        raise PretrainedUnavailable(name_or_path) from None
-    if not _has_weights(downloaded):
-        raise SerError(f"{name_or_path}: the download holds no config.json and weights ({downloaded})")
-    return str(downloaded)
+        raise unavailable(repo_id) from None
+    if not usable(downloaded):
+        raise error(f"{repo_id}: the download holds no {contents} ({downloaded})")
+    return downloaded
 
 
 def save_tiny_checkpoint(

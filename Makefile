@@ -10,12 +10,13 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv run test test-all lint format clean mlflow-ui
+.PHONY: help venv run test test-all lint format dvc-deps lock clean mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# requirements.lock pins every other package (make lock): a fresh install gets the tested versions
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: a CPU build unless a GPU is present (an unpinned torch pulls GBs of CUDA wheels)
@@ -26,12 +27,14 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/cpu \
 			--extra-index-url https://pypi.org/simple; \
 	fi
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check  # a dependency added to pyproject.toml but not to the lock fails here: run make lock
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv with the project and its tools
 
-run: venv  ## run the pipeline (dvc repro) on the configured source: the offline demo corpus by default
+run: venv  ## run the pipeline (dvc repro): the offline demo corpus and the quick profile by default (train.profile)
 	dvc repro
 
 test: venv  ## fast test suite (unit, data, small end-to-end)
@@ -47,6 +50,16 @@ lint: venv  ## ruff lint and format check
 format: venv  ## apply ruff's fixes and formatting
 	ruff check --fix .
 	ruff format .
+
+dvc-deps: venv  ## rewrite dvc.yaml's code deps to each stage's import closure (tests/unit/imports.py)
+	python -m tests.unit.imports
+
+lock: venv  ## re-resolve requirements.lock from pyproject.toml, keeping its pins (UPGRADE=1: newest versions)
+	$(BIN)/pip install -q uv
+	# torch is installed by the recipe above; its CPU build (--torch-backend cpu) needs no CUDA packages
+	uv pip compile pyproject.toml --extra dev --no-emit-package torch --torch-backend cpu --python-version 3.11 \
+		--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) -o requirements.lock
+	@! grep -E '^(nvidia-|cuda-|triton)' requirements.lock || { echo "error: requirements.lock pins CUDA packages"; exit 1; }
 
 clean:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from components.errors import SerError
 from components.paths import PARAMS_FILE
-from components.runtime.files import exit_on_error
+from components.runtime.files import check_output, exit_on_error
+from components.runtime.interrupts import stop_on_interrupt
 from components.settings import Settings, Tracking, find_settings, load_settings
 
 app = typer.Typer(
     help="Speech emotion recognition on RAVDESS: data, validation, features, models.",
+    epilog="Exit status: 0 done; 1 a mistake in the input, settings or outputs (one error: line); "
+    "2 a mistyped command; 130 stopped by Ctrl-C (outputs left as they were).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -73,11 +76,19 @@ def validate_cmd(
     """
     from flows.validate import check_data, save_report
 
-    report = check_data(data, load_settings(params).validate_.model_dump(), docs)
+    settings = load_settings(params).validate_
+    _check_outputs((out, "--out", True), (docs, "--docs", True))
+    report = check_data(data, settings, docs)
+    if report.clips.empty and report.rejected.empty:
+        raise SerError(f"{data}: no audio files in it; nothing to validate")
     typer.echo(report.summary())
     if out is not None:
         save_report(report, out)
-    report.raise_if_failed()
+    if not report.passed:  # the report is printed above: one line here, not the report again
+        raise SerError(
+            "data validation failed (see above): fix or remove the rejected files, "
+            "or raise validate.max_rejected_share in params.yaml if they are expected"
+        )
 
 
 @app.command("featurize")
@@ -91,7 +102,8 @@ def featurize_cmd(
     """Extract the feature caches for every readable clip under DATA (only new clips are computed)."""
     from flows.featurize import featurize_data
 
-    settings = load_settings(params).as_params()
+    settings = load_settings(params)
+    _check_outputs((out, "--out", True))
     summary = featurize_data(
         data,
         out,
@@ -104,8 +116,33 @@ def featurize_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    data: Annotated[Path, typer.Argument(help="Folder or .zip of RAVDESS audio.")],
-    protocol: Annotated[str, typer.Option(help="actor-kfold | random | holdout.")] = "actor-kfold",
+    data: Annotated[
+        list[str],
+        typer.Argument(
+            help="Folder or .zip of RAVDESS audio; or CORPUS=PATH items, one per corpus: ravdess, emodb, "
+            "cremad, tess, savee (folder or zip), custom or custom-NAME (a manifest .csv "
+            "path,emotion,speaker[,gender] or a folder of emotion folders)."
+        ),
+    ],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="actor-kfold | random | holdout; with CORPUS=PATH also leave-one-speaker-out, "
+            "cross-corpus (--train, --test), leave-one-corpus-out."
+        ),
+    ] = "actor-kfold",
+    train: Annotated[str | None, typer.Option(help="cross-corpus: the training corpus (ravdess).")] = None,
+    test: Annotated[str | None, typer.Option(help="cross-corpus: the test corpus, e.g. emodb.")] = None,
+    label_set: Annotated[
+        str | None,
+        typer.Option(help="CORPUS=PATH: native (RAVDESS alone, its 8 classes) or shared (the label map's)."),
+    ] = None,
+    label_map: Annotated[
+        Path | None, typer.Option(help="CORPUS=PATH: the shared label map (default data/label_map.yaml).")
+    ] = None,
+    normalize: Annotated[
+        str, typer.Option(help="CORPUS=PATH: none | speaker | corpus (z-scores of features, no labels).")
+    ] = "none",
     subset: Annotated[str, typer.Option(help="speech | song | all.")] = "all",
     models: Annotated[
         str, typer.Option(help="Comma-separated models (params.yaml sections).")
@@ -122,31 +159,87 @@ def evaluate_cmd(
         Path | None, typer.Option("--json", help="Also write the results as JSON here.")
     ] = None,
     params: ParamsOption = PARAMS_FILE,
+    speaker_adapt: Annotated[
+        bool,
+        typer.Option(
+            "--speaker-adapt", help="Re-centre each test actor on the training mean (speaker adaptation)."
+        ),
+    ] = False,
 ) -> None:
-    """Score models on DATA under an evaluation protocol and print a results table."""
+    """Score models on DATA under an evaluation protocol and print a results table.
+
+    With CORPUS=PATH items, each corpus is featurized into FEATURES/<corpus>/ and the results
+    say which label set the models predict; clips whose label the map sends nowhere are counted.
+    Example: ser evaluate ravdess=RAVDESS/speech emodb=EMODB --protocol cross-corpus
+    --train ravdess --test emodb --models svm --json out.json
+    """
     from components.evaluation.metrics import format_table
     from components.evaluation.protocols import parse_actors
     from components.models import check_model_sections
     from components.runtime.files import write_json
     from flows.evaluate import evaluate_data
 
-    loaded = load_settings(params)
-    check_model_sections(loaded.models, str(params))
-    settings = loaded.as_params()
+    settings = load_settings(params)
+    check_model_sections(settings.models, str(params))
+    _check_outputs((json_out, "--json", False), (features, "--features", True))
+    overrides: dict[str, Any] = {}
     if test_actors:
-        settings["evaluate"]["test_actors"] = list(parse_actors(test_actors))
-    if n_folds:
-        settings["evaluate"]["n_folds"] = n_folds
+        overrides["test_actors"] = list(parse_actors(test_actors))
+    if n_folds is not None:
+        if n_folds < 2:
+            raise SerError(f"--n-folds {n_folds}: actor-kfold needs at least 2 folds")
+        overrides["n_folds"] = n_folds
+    settings = settings.model_copy(update={"evaluate": settings.evaluate.model_copy(update=overrides)})
     names = [name.strip() for name in models.split(",") if name.strip()]
-    unknown = [name for name in names if name not in settings]
+    unknown = [name for name in names if name not in settings.models]
     if unknown:
         raise SerError(f"--models: no params.yaml section for {', '.join(unknown)}")
-    _, rows = evaluate_data(
-        data, features, settings, names, [{"protocol": protocol, "subset": subset}], n_workers=n_workers
-    )
+    if any("=" in item for item in data):
+        options = {"train": train, "test": test, "label_set": label_set, "label_map_path": label_map}
+        options |= {"normalization": normalize, "subset": subset}
+        _evaluate_corpora(data, features, settings, names, protocol, options, json_out)
+        return
+    if len(data) != 1:
+        raise SerError("give one RAVDESS folder or zip, or CORPUS=PATH items (e.g. emodb=path/to/emodb)")
+    runs = [(protocol, subset)]
+    adapt = settings.evaluate.speaker_min_clips if speaker_adapt else None
+    _, rows = evaluate_data(Path(data[0]), features, settings, names, runs, n_workers, adapt)
+    if adapt is not None:
+        typer.echo(f"speaker adaptation: test actors with {adapt}+ clips re-centred on the training mean")
     typer.echo(format_table(rows, list(rows[0])))
     if json_out is not None:
         write_json(json_out, rows)
+
+
+def _evaluate_corpora(
+    items: list[str],
+    features: Path,
+    settings: Settings,
+    names: list[str],
+    protocol: str,
+    options: dict[str, Any],
+    json_out: Path | None,
+) -> None:
+    """``ser evaluate`` over CORPUS=PATH items (see components.data.corpora)."""
+    from components.data.corpora import parse_sources
+    from components.evaluation.metrics import format_table
+    from components.runtime.files import write_json
+    from flows.evaluate import evaluate_corpora
+
+    sources = parse_sources(items)
+    report = evaluate_corpora(sources, features, settings, names, protocol, **options)
+    for corpus, counts in report["corpora"].items():
+        left_out = counts.get("left_out_by_label")
+        note = f", left out by the label map: {left_out}" if left_out else ""
+        typer.echo(f"{corpus}: {counts['n_clips']} clips, {counts['n_rejected']} files rejected{note}")
+    columns = ["model", "protocol", "split", "test", "n_test", "accuracy", "accuracy_sd", "uar", "uar_sd"]
+    typer.echo(format_table(report["rows"], columns))
+    typer.echo(f"label set: {report['label_set']} ({report['rows'][0]['classes']})")
+    for row in report["rows"]:
+        if row["untrained"]:  # components.evaluation.cross_corpus.MIN_CLASS_CLIPS
+            typer.echo(f"{row['model']}: too few training clips, class not trained on in {row['untrained']}")
+    if json_out is not None:
+        write_json(json_out, report)
 
 
 @app.command("predict")
@@ -174,9 +267,28 @@ def predict_cmd(
     threads: Annotated[
         int, typer.Option(help="CPU threads per operation of deep models (more only help big batches).")
     ] = 1,
-    params: ParamsOption = PARAMS_FILE,
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            "--params", help="Settings file (default: params.yaml if there is one; else MLflow's defaults)."
+        ),
+    ] = None,
+    speaker_pattern: Annotated[
+        str | None,
+        typer.Option(help=r"Adapt to speakers named by a regex on file names: '(?P<speaker>\d\d)\.wav$'."),
+    ] = None,
+    speaker_from: Annotated[
+        str | None,
+        typer.Option(help="Adapt to speakers: 'folder' (one folder each) or a CSV of path,speaker."),
+    ] = None,
+    speaker_min_clips: Annotated[
+        int | None, typer.Option(help="Fewer files of a speaker: the plain model (default: the model's own).")
+    ] = None,
 ) -> None:
     """Predict the emotion of audio files: any rate, channels and length; long ones in windows.
+
+    With --speaker-pattern or --speaker-from, each speaker's files are re-centred on the model's
+    training mean before scoring (speaker adaptation; one line per speaker on stderr).
 
     Prints file, emotion, confidence and top-3; RAVDESS-named files add the true label and a summary.
 
@@ -194,11 +306,14 @@ def predict_cmd(
         write_results_json,
     )
 
+    _check_outputs((json_out, "--json", False), (csv_out, "--csv", False))
     set_torch_threads(threads)
     paths, missing = find_audio(inputs)
     if not paths:
         raise SerError("; ".join(r.error for r in missing if r.error) or "no input files")
-    settings = find_settings(params)  # none: a model used outside the project (MLFLOW_TRACKING_URI)
+    # none: a model used outside the project (MLFLOW_TRACKING_URI); a file named with --params must exist
+    settings = find_settings(PARAMS_FILE) if params is None else load_settings(params)
+    params = params or PARAMS_FILE
     model = model or _tracking(settings).champion_uri
     use_store(_store(settings), params.resolve().parent, required=model.startswith(("models:/", "runs:/")))
     loaded = load_model(model)
@@ -209,10 +324,21 @@ def predict_cmd(
             f"{about['tags'].get('model_name', '?')}, clip {loaded.clip_dur:g} s",
             err=True,
         )
-    silence = loaded.silence  # the test the model was trained with, not today's params.yaml
-    results = missing + predict_files(
-        paths, loaded.predict_signals, loaded.clip_dur, hop, long, batch_size, progress, silence=silence
-    )
+    checks = loaded.clip_checks  # the per-clip checks the model was trained with, not today's params.yaml
+    if speaker_pattern is not None or speaker_from is not None:
+        from components.serving.adaptation import predict_by_speaker
+
+        options = {"clip_dur": loaded.clip_dur, "hop_dur": hop, "long_dur": long, "batch_size": batch_size}
+        found, notes = predict_by_speaker(
+            loaded, paths, speaker_pattern, speaker_from, speaker_min_clips, **options, checks=checks
+        )
+        for note in notes:
+            typer.echo(note.line(), err=True)
+        results = missing + found
+    else:
+        results = missing + predict_files(
+            paths, loaded.predict_signals, loaded.clip_dur, hop, long, batch_size, progress, checks=checks
+        )
     typer.echo(format_results(results, show_windows=windows))
     summary = summarize(results)
     if summary is not None:
@@ -279,13 +405,21 @@ def _tracking(settings: Settings | None) -> Tracking:
     return settings.tracking if settings else Tracking()
 
 
-def _store(settings: Settings | None) -> dict | None:
+def _store(settings: Settings | None) -> Tracking | None:
     """The ``tracking`` settings that name the MLflow store, or None without a params file."""
-    return settings.tracking.model_dump() if settings else None
+    return settings.tracking if settings else None
+
+
+def _check_outputs(*outputs: tuple[Path | None, str, bool]) -> None:
+    """Refuse unwritable outputs before any work: ``(path, option, is_folder)``, None = not asked for."""
+    for path, option, folder in outputs:
+        if path is not None:
+            check_output(path, option, folder=folder)
 
 
 def main() -> None:
-    """Console entry point: a user's error is one line on stderr and exit status 1."""
+    """Console entry point: a user's error is one line on stderr and exit status 1; Ctrl-C exits 130."""
+    stop_on_interrupt()
     exit_on_error(app)
 
 

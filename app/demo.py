@@ -20,13 +20,14 @@ import pandas as pd
 import streamlit as st
 from matplotlib.figure import Figure
 
-from components.data.audio import read_audio, to_mono
+from components.data.audio import probe_audio, read_audio, to_mono
+from components.data.clip_checks import ClipLimits, check_header
 from components.errors import SerError
 from components.paths import PARAMS_FILE
 from components.registry.model_io import LoadedModel, load_model, use_store
-from components.serving.predict import FileResult, predict_files, set_torch_threads, silence_settings
+from components.serving.checks import check_clip
+from components.serving.predict import FileResult, predict_files, set_torch_threads
 from components.serving.pyfunc import MAX_AUDIO_BYTES, MAX_AUDIO_DUR
-from components.serving.silence import check_not_silent
 from components.settings import Settings, Tracking, find_settings
 
 METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro F1", "weighted_f1": "weighted F1"}
@@ -44,56 +45,59 @@ def default_model(settings: Settings | None) -> str:
     return os.environ.get("SER_MODEL_URI") or (settings.tracking if settings else Tracking()).champion_uri
 
 
-def check_upload(data: bytes, name: str, silence: dict[str, float] | None = None) -> tuple[np.ndarray, int]:
+def check_upload(data: bytes, name: str, checks: ClipLimits | None = None) -> tuple[np.ndarray, int]:
     """The upload's samples and rate, or a ``SerError`` saying why it cannot be scored.
 
     The same limits as the REST server (``components.serving.pyfunc``: 10 MB and 30 s per clip; longer
     recordings go to ``ser predict --windows``), the same reader as ``ser predict`` (empty, not
-    audio, truncated header, NaN/Inf samples) and the same silence test
-    (:func:`components.serving.silence.check_not_silent` with ``silence``: params.yaml's validate
-    settings, else validate's defaults).
+    audio, truncated header, NaN/Inf samples) and the same per-clip checks
+    (:func:`components.serving.checks.check_clip` with ``checks``: the model's recorded validate
+    limits, else validate's defaults). Rate and length are checked from the header before decoding.
     """
     if len(data) > MAX_AUDIO_BYTES:
         raise SerError(
             f"{name}: {len(data) / 1e6:.1f} MB is over the limit of {MAX_AUDIO_BYTES / 1e6:g} MB per clip; "
             "cut it, or score long recordings with `ser predict --windows`"
         )
-    signal, rate = read_audio(data, name=name)
-    dur = len(signal) / rate
+    checks = (checks or ClipLimits()).without_max_dur()  # MAX_AUDIO_DUR is this page's limit
+    info = probe_audio(data, name)
+    check_header(name, info.sampling_rate, info.n_frames, checks)  # 1 Hz: 3 s would read as 13 hours
+    dur = info.audio_dur
     if dur > MAX_AUDIO_DUR:
         raise SerError(
             f"{name}: {dur:.1f} s of audio is over the limit of {MAX_AUDIO_DUR:g} s per clip; "
             "cut it, or score long recordings with `ser predict --windows`"
         )
-    silence = silence or silence_settings()
-    check_not_silent(signal, rate, name, silence["silence_dbfs"], silence["max_silent_share"])
+    signal, rate = read_audio(data, name=name)
+    check_clip(signal, rate, name, checks)
     return signal, rate
 
 
 @st.cache_resource(show_spinner="Loading the model from MLflow ...")
 def get_model(uri: str, tracking: dict | None) -> LoadedModel:
     """The model, loaded once per server process and URI, from the store ``tracking`` names."""
-    use_store(tracking, PARAMS_FILE.resolve().parent, required=uri.startswith(("models:/", "runs:/")))
+    store = Tracking(**tracking) if tracking else None  # a dict: Streamlit's cache hashes the arguments
+    use_store(store, PARAMS_FILE.resolve().parent, required=uri.startswith(("models:/", "runs:/")))
     set_torch_threads(1)  # as `ser predict`: one clip at a time is fastest on one thread
     return load_model(uri)
 
 
 def predict_bytes(
-    model: LoadedModel, data: bytes, name: str, silence: dict[str, float] | None = None
+    model: LoadedModel, data: bytes, name: str, checks: ClipLimits | None = None
 ) -> tuple[FileResult, np.ndarray, int]:
     """Score an uploaded file as ``ser predict`` would; also return its samples for the plots.
 
     Raises:
         SerError: The upload cannot be scored (see :func:`check_upload`) or the model failed on it.
     """
-    silence = silence or model.silence  # the test the model was trained with
-    signal, rate = check_upload(data, name, silence)
+    checks = checks or model.clip_checks  # the checks the model was trained with
+    signal, rate = check_upload(data, name, checks)
     suffix = Path(name).suffix or ".wav"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"clip{suffix}"
         path.write_bytes(data)
         (result,) = predict_files(
-            [path], model.predict_signals, model.clip_dur, progress=False, silence=silence
+            [path], model.predict_signals, model.clip_dur, progress=False, checks=checks
         )
     if result.error:
         raise SerError(result.error.replace(str(path), name))
@@ -201,8 +205,8 @@ def main() -> None:
     st.audio(data)
     try:
         with st.spinner("Predicting ..."):
-            # the silence test the model was trained with, as `ser predict` and the REST server apply it
-            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav", model.silence)
+            # the per-clip checks the model was trained with, as `ser predict` and the REST server apply them
+            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav", model.clip_checks)
     except SerError as err:
         st.error(str(err))
         return

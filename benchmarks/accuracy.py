@@ -28,7 +28,7 @@ from common import ROOT, add_common_args, write_report
 
 from components.evaluation.evaluate import Evaluation, ModelSpec
 from components.evaluation.metrics import format_table
-from components.settings import load_params
+from components.settings import Settings, load_params
 from flows.evaluate import evaluate_data
 
 FEATURES = ROOT / ".ser-cache" / "ravdess-features"
@@ -85,7 +85,10 @@ N_SCRATCH_RUNS = 110
 def run_models(models: list[str], settings: dict, norm: bool, workers: int, data: Path) -> list[dict]:
     """Evaluate ``models`` under every run with ``evaluate.speaker_norm = norm``; one stored row each."""
     norm_settings = {**settings, "evaluate": {**settings["evaluate"], "speaker_norm": norm}}
-    evaluations, _ = evaluate_data(data, FEATURES, norm_settings, models, RUNS, workers)
+    runs = [(run["protocol"], run["subset"]) for run in RUNS]
+    evaluations, _ = evaluate_data(
+        data, FEATURES, Settings.model_validate(norm_settings), models, runs, workers
+    )
     return [result_row(e, settings[e.model], norm) for e in evaluations]
 
 

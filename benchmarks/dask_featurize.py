@@ -40,7 +40,9 @@ def run_one(config: dict) -> dict:
     settings["orchestration"]["task_runner"] = config["runner"]
     clips = pd.read_parquet(config["clips"])
     called = time.perf_counter()
-    metrics = extract_features(clips, Path(config["out"]), copy.deepcopy(settings))
+    from components.settings import Settings
+
+    metrics = extract_features(clips, Path(config["out"]), Settings.model_validate(copy.deepcopy(settings)))
     done = time.perf_counter()
     assert not metrics["n_failed"], metrics
     digests = {

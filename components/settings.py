@@ -87,11 +87,24 @@ class Evaluate(Section):
     random_test_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
     random_seed: int = 42
     speaker_norm: bool = False
+    speaker_min_clips: PositiveInt = 4  # recorded with a published model: its speaker adaptation's minimum
     primary_metric: Literal["accuracy", "uar", "macro_f1", "weighted_f1"] = "uar"
+
+
+class Quick(Section):
+    """What ``train.profile: quick`` trims for a first run in minutes (:func:`apply_profile`)."""
+
+    models: list[str] = Field(min_length=1)
+    runs: PositiveInt = 1  # the first evaluate.runs pairs kept
+    n_folds: Annotated[int, Field(ge=2)] = 3  # at most
+    max_epochs: PositiveInt = 8  # caps every model section's epochs
+    max_estimators: PositiveInt = 100  # caps every model section's n_estimators
 
 
 class Train(Section):
     models: list[str] = Field(min_length=1)
+    profile: Literal["quick", "full"] = "full"  # quick: trimmed by `quick`; full: as configured
+    quick: Quick | None = None
     n_workers: PositiveInt = 2
     retries: Annotated[int, Field(ge=0)] = 1
 
@@ -101,6 +114,10 @@ class Tracking(Section):
     tracking_uri: str = "sqlite:///mlflow/mlflow.db"
     artifact_location: str = "mlflow/artifacts"
     experiment: str = "ravdess-ser"
+    http_timeout_s: PositiveInt = 5  # components.tracking.store: MLflow's own defaults wait ~4 min
+    http_max_retries: Annotated[int, Field(ge=0)] = 1
+    http_backoff_factor: Annotated[int, Field(ge=0)] = 1
+    system_metrics: bool = False
 
     @property
     def champion_uri(self) -> str:
@@ -233,10 +250,17 @@ class Settings(BaseModel):
             if section.kind != "ensemble" and (section.members is not None or section.weights is not None):
                 raise SerError(f"{name}: members and weights belong to an ensemble, not a {section.kind}")
             _resolve_members(name, section, self.models)
-        unknown = [name for name in self.train.models if name not in self.models]
-        if unknown:
-            known = ", ".join(self.models)
-            raise SerError(f"train.models: no model section {unknown[0]!r} (known: {known})")
+        quick = self.train.quick
+        for key, names in (
+            ("train.models", self.train.models),
+            ("train.quick.models", quick and quick.models),
+        ):
+            unknown = [name for name in names or [] if name not in self.models]
+            if unknown:
+                known = ", ".join(self.models)
+                raise SerError(f"{key}: no model section {unknown[0]!r} (known: {known})")
+        if self.train.profile == "quick" and quick is None:
+            raise SerError("train.profile: quick needs a train.quick section (models, runs, n_folds, ...)")
         return self
 
     def as_params(self) -> dict[str, Any]:
@@ -269,6 +293,40 @@ def load_settings(path: str | Path = PARAMS_FILE) -> Settings:
         raise SerError(f"{path}: {_describe(err)}") from None
     except SerError as err:
         raise SerError(f"{path}: {err}") from None
+
+
+def apply_profile(settings: Settings) -> Settings:
+    """The settings the train stage runs with: as configured (``train.profile: full``), or trimmed.
+
+    ``quick`` trains ``train.quick.models`` on the first ``runs`` evaluation pairs with at most
+    ``n_folds`` folds, and caps every model section's ``epochs`` and ``n_estimators`` at
+    ``max_epochs`` and ``max_estimators`` (ensemble members included), so that a first
+    ``make run`` on the demo corpus takes minutes.
+    """
+    quick = settings.train.quick
+    if settings.train.profile == "full" or quick is None:
+        return settings
+    evaluate = settings.evaluate.model_copy(
+        update={
+            "runs": settings.evaluate.runs[: quick.runs],
+            "n_folds": min(quick.n_folds, settings.evaluate.n_folds),
+        }
+    )
+    models = {
+        name: ModelSection.model_validate(_capped(s.as_dict(), quick)) for name, s in settings.models.items()
+    }
+    train = settings.train.model_copy(update={"models": list(quick.models)})
+    return settings.model_copy(update={"train": train, "evaluate": evaluate, "models": models})
+
+
+def _capped(section: dict[str, Any], quick: Quick) -> dict[str, Any]:
+    capped = dict(section)
+    for key, cap in (("epochs", quick.max_epochs), ("n_estimators", quick.max_estimators)):
+        if isinstance(capped.get(key), int):
+            capped[key] = min(capped[key], cap)
+    if isinstance(capped.get("members"), dict):
+        capped["members"] = {name: _capped(member, quick) for name, member in capped["members"].items()}
+    return capped
 
 
 def find_settings(path: str | Path = PARAMS_FILE) -> Settings | None:

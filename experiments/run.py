@@ -37,7 +37,7 @@ from components.evaluation.metrics import format_table
 from components.evaluation.protocols import Split, actor_kfold
 from components.paths import FEATURES_DIR
 from components.runtime.files import exit_on_error, write_text
-from components.settings import load_params
+from components.settings import Tracking, load_params
 from components.tracking.runs import experiment_id, git_commit, log_evaluation, start_run, store_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,8 +140,8 @@ def run_experiment(
             outcomes = list(pool.map(score, jobs))
     else:
         outcomes = [score(job) for job in jobs]
-    settings = {**params["tracking"], "experiment": f"{params['tracking']['experiment']}-experiments"}
-    experiment = experiment_id(client, settings)
+    tracking = Tracking.model_validate(params["tracking"])
+    experiment = experiment_id(client, tracking, f"{tracking.experiment}-experiments")
     tags = {"experiment_config": config["name"], "git_commit": git_commit(), "command": command}
     parent = start_run(client, experiment, config["name"], tags=tags)
     client.log_dict(parent, config, "config.yaml")
@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "-m", "experiments", *(sys.argv[1:] if argv is None else argv)])
     params = load_params(args.params)
     config = load_config(args.config, params)
-    client = MlflowClient(store_uri(params["tracking"], args.params.resolve().parent))
+    client = MlflowClient(
+        store_uri(Tracking.model_validate(params["tracking"]), args.params.resolve().parent)
+    )
     summary = run_experiment(config, params, args.features, client, args.workers, command)
     report = render(summary)
     write_text(args.reports / f"{config['name']}.md", report)

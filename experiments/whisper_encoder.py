@@ -13,7 +13,7 @@ regression C, per-speaker normalisation) is fitted on the other 8 and scored on 
 best one is then refitted on all 10 and scored once on the fold's test actors. Also measured:
 latency of one 4 s clip, throughput over the sample, and the test accuracy when a test
 speaker's normalisation statistics come from only k of their unlabelled clips. Writes
-reports/whisper_encoder.md and .json and reports/speaker_adaptation_curve.png.
+reports/whisper_encoder.md and .json and reports/whisper_encoder_adaptation.png.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def main() -> None:
     curve = adaptation_curve(x, labels, splits, best["C"], centre_only=False)
     centred = adaptation_curve(x, labels, splits, best["C"], centre_only=True)
     plain_accuracy = float(np.mean(plain["accuracy"]))
-    plot_curve(curve, centred, plain_accuracy, ROOT / "reports" / "speaker_adaptation_curve.png")
+    plot_curve(curve, centred, plain_accuracy, ROOT / "reports" / "whisper_encoder_adaptation.png")
     fold_rows = np.concatenate([splits[0].train, splits[0].val])
     head = fit_head(x[fold_rows], labels["emotion"].to_numpy()[fold_rows], best["C"])
     clip = fit_length(load_clip(labels["path"][0], clip_dur=None, trim_top_db=TRIM_TOP_DB), 4 * 16_000)
@@ -309,7 +309,7 @@ def main() -> None:
             "folds. The test speaker is centred with the mean of the k clips and scaled by their sd",
             "(the pipeline's z-score), or by the training speakers' average within-speaker sd. k = 1",
             "has no sd of its own, so both columns use the training sd; with all clips both use the",
-            "speaker's own sd. Plot: reports/speaker_adaptation_curve.png.",
+            "speaker's own sd. Plot: reports/whisper_encoder_adaptation.png.",
             "",
             format_table(curve_rows, list(curve_rows[0])),
             "",

@@ -34,7 +34,7 @@ import yaml
 
 from components.errors import SerError
 from components.runtime.files import exit_on_error
-from components.settings import load_params
+from components.settings import Settings, load_settings
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"  # where `make prefect-ui` serves the API
 PREFECT_YAML = Path("prefect.yaml")
@@ -133,12 +133,12 @@ def load_flow(entrypoint: str) -> Any:
     return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
 
 
-def build_deployments(settings: dict[str, Any]) -> list[Any]:
+def build_deployments(settings: Settings) -> list[Any]:
     """The deployments ``make flows`` serves, with the retrain schedule and defaults from params.yaml."""
     from prefect.schedules import Cron
 
-    retrain = settings["retrain"]
-    schedule = [Cron(retrain["schedule"], timezone=retrain["timezone"])] if retrain["schedule"] else []
+    retrain = settings.retrain
+    schedule = [Cron(retrain.schedule, timezone=retrain.timezone)] if retrain.schedule else []
     return [
         load_flow(d.entrypoint).to_deployment(
             name=d.name,
@@ -148,21 +148,21 @@ def build_deployments(settings: dict[str, Any]) -> list[Any]:
             schedules=schedule if d.scheduled else None,
             concurrency_limit=d.concurrency_limit,  # a second run waits in the queue
         )
-        for d in deployment_table(settings["ingest"]["source"])
+        for d in deployment_table(settings.ingest.source)
         if d.served
     ]
 
 
-def prefect_yaml(settings: dict[str, Any]) -> str:
+def prefect_yaml(settings: Settings) -> str:
     """prefect.yaml's text: every deployment of the table on its work pool."""
-    retrain = settings["retrain"]
-    schedule = {"cron": retrain["schedule"], "timezone": retrain["timezone"], "active": True}
+    retrain = settings.retrain
+    schedule = {"cron": retrain.schedule, "timezone": retrain.timezone, "active": True}
     deployments = []
-    for d in deployment_table(settings["ingest"]["source"]):
+    for d in deployment_table(settings.ingest.source):
         entry = {"name": d.name, "description": d.description, "tags": list(d.tags)}
         entry |= {"entrypoint": d.entrypoint, "parameters": d.parameters}
         if d.scheduled:
-            entry["schedules"] = [schedule] if retrain["schedule"] else []
+            entry["schedules"] = [schedule] if retrain.schedule else []
         if d.concurrency_limit is not None:
             entry["concurrency_limit"] = d.concurrency_limit
         entry["work_pool"] = {"name": d.work_pool, "work_queue_name": None, "job_variables": {}}
@@ -201,7 +201,7 @@ def main() -> None:
         "--write-prefect-yaml", action="store_true", help="write prefect.yaml from the table and exit"
     )
     args = parser.parse_args()
-    settings = load_params()
+    settings = load_settings()
     if args.write_prefect_yaml:
         PREFECT_YAML.write_text(prefect_yaml(settings))
         print(f"wrote {PREFECT_YAML}")

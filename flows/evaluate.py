@@ -2,8 +2,9 @@
 
 ``ser evaluate DATA`` cross-validates model configurations with the train stage's scoring code;
 DATA is a folder or zip of RAVDESS audio whose features are cached (incrementally) in a folder,
-so repeated evaluations extract only new clips. The ``evaluate`` flow (a deployment) scores a
-registered model version, as it is, on a data source.
+so repeated evaluations extract only new clips. With ``CORPUS=PATH`` items (``emodb=...``) it
+scores within and across corpora (:func:`evaluate_corpora`, docs/corpora.md). The ``evaluate``
+flow (a deployment) scores a registered model version, as it is, on a data source.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from components.evaluation.metrics import plot_confusion
 from components.evaluation.protocols import SUBSETS
 from components.features.sets import SCALAR_SETS
 from components.runtime.files import project_root
-from components.settings import load_settings
+from components.settings import Settings, load_settings
 from flows import fail_cleanly
-from flows.featurize import featurize_data
+from flows.featurize import extract_features, featurize_data
 from flows.train import evaluate_model
 
 
@@ -40,34 +41,159 @@ def needed_sets(specs: list[ModelSpec]) -> list[str]:
 def evaluate_data(
     data: Path,
     features_dir: Path,
-    settings: dict[str, Any],
+    settings: Settings,
     models: list[str],
-    runs: list[dict[str, str]],
+    runs: list[tuple[str, str]],
     n_workers: int = 1,
+    adapt_min_clips: int | None = None,
 ) -> tuple[list[Evaluation], list[dict[str, Any]]]:
     """Featurize ``data`` into ``features_dir`` and score each model under each protocol/subset.
+
+    Args:
+        data: Folder or zip of RAVDESS audio.
+        features_dir: The feature cache (only new clips are extracted).
+        settings: The typed settings: the model sections, ``evaluate`` (folds, metric) and
+            what featurize reads.
+        models: Model section names.
+        runs: (protocol, subset) pairs.
+        n_workers: Evaluations at once, each in its own process.
+        adapt_min_clips: Score with speaker adaptation: each test actor with at least this many
+            clips re-centred on the training mean (None: plain).
 
     Returns:
         The evaluations and one results row per model × protocol × subset.
     """
-    specs = [ModelSpec.from_params(name, settings[name]) for name in models]
+    specs = [ModelSpec.from_params(name, settings.models[name].as_dict()) for name in models]
     featurize_data(data, features_dir, settings, feature_sets=needed_sets(specs))
     n_threads = max(1, (os.cpu_count() or 1) // n_workers)
     jobs = [
-        (spec, features_dir, run["protocol"], run["subset"], settings["evaluate"], n_threads)
+        (spec, features_dir, protocol, subset, settings.evaluate, n_threads, adapt_min_clips)
         for spec in specs
-        for run in runs
+        for protocol, subset in runs
     ]
     if n_workers > 1:
         with ProcessPoolExecutor(n_workers) as pool:
             results = list(pool.map(_evaluate, jobs))
     else:
         results = [_evaluate(job) for job in jobs]
-    return results, results_table(results, settings["evaluate"]["primary_metric"])
+    return results, results_table(results, settings.evaluate.primary_metric)
 
 
 def _evaluate(job: tuple) -> Evaluation:
     return evaluate_model.fn(*job)
+
+
+# Several corpora (``ser evaluate emodb=PATH ravdess=PATH --protocol cross-corpus ...``).
+
+
+def featurize_corpus(
+    name: str, root: Path, features_dir: Path, settings: Settings, feature_sets: list[str]
+) -> tuple[Any, dict[str, Any]]:
+    """Scan one corpus and featurize its clips into ``features_dir/<name>`` (incrementally).
+
+    Returns:
+        Its clip table and counts: clips, files rejected (with the first reason), featurize metrics.
+    """
+    from components.data.corpora import get_corpus
+    from components.data.corpora.base import clip_table
+
+    corpus = get_corpus(name)
+    scan = corpus.scan(root)
+    table, unreadable = clip_table(corpus, scan)
+    rejected = scan.rejected + unreadable
+    if table.empty:
+        why = f"; e.g. {rejected[0][0]}: {rejected[0][1]}" if rejected else ""
+        raise SerError(f"{root}: no readable {corpus.title or name} clips in it{why}")
+    out = Path(features_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = extract_features(table, out, settings, feature_sets)
+    counts = {"n_clips": len(table), "n_rejected": len(rejected), "featurize": metrics}
+    if rejected:
+        counts["first_rejected"] = f"{rejected[0][0]}: {rejected[0][1]}"
+    return table, counts
+
+
+def evaluate_corpora(
+    sources: dict[str, Path],
+    features_dir: Path,
+    settings: Settings,
+    models: list[str],
+    protocol: str,
+    train: str | None = None,
+    test: str | None = None,
+    label_map_path: Path | None = None,
+    label_set: str | None = None,
+    normalization: str = "none",
+    subset: str = "speech",
+) -> dict[str, Any]:
+    """Featurize each corpus and score each model under a protocol over the corpora.
+
+    Args:
+        sources: Corpus name → folder or zip (``components.data.corpora.CORPORA``).
+        features_dir: Feature caches, one folder per corpus under it.
+        settings: The typed settings (model sections, ``evaluate``, what featurize reads).
+        models: Model section names (scalar feature sets only).
+        protocol: ``cross-corpus`` (needs ``train`` and ``test``), ``leave-one-corpus-out``,
+            ``leave-one-speaker-out``, ``actor-kfold`` or ``holdout``.
+        train: cross-corpus: the training corpus.
+        test: cross-corpus: the test corpus.
+        label_map_path: The shared label map (default ``data/label_map.yaml``).
+        label_set: ``native`` (RAVDESS alone: its 8 classes) or ``shared``; default native
+            for RAVDESS alone, else shared.
+        normalization: ``none``, ``speaker`` or ``corpus`` (z-scores without labels).
+        subset: RAVDESS's clips kept: ``speech``, ``song`` or ``all`` (the others are speech).
+
+    Returns:
+        ``label_set``, per corpus its counts and the clips left out by the label map, and
+        ``rows``: one results row per model (or per split when the splits' classes differ).
+    """
+    from components.data.corpora.label_map import load_label_map
+    from components.evaluation.cross_corpus import combine, result_rows, score
+    from components.evaluation.dataset import load_dataset
+    from components.evaluation.protocols import make_splits, select_subset
+    from components.paths import LABEL_MAP_FILE
+
+    specs = [ModelSpec.from_params(name, settings.models[name].as_dict()) for name in models]
+    label_set = label_set or ("native" if set(sources) == {"ravdess"} else "shared")
+    if label_set not in ("native", "shared"):
+        raise SerError(f"label set {label_set!r}: choose native or shared")
+    label_map = load_label_map(label_map_path or LABEL_MAP_FILE) if label_set == "shared" else None
+    options: dict[str, Any] = {}
+    folds = settings.evaluate
+    if protocol == "cross-corpus":
+        if not train or not test:
+            raise SerError("protocol cross-corpus needs --train CORPUS and --test CORPUS")
+        options = {"train": train, "test": test}
+    elif protocol == "actor-kfold":
+        options = {"n_folds": folds.n_folds, "n_val_actors": folds.n_val_actors}
+    elif protocol == "holdout":
+        options = {"test_actors": folds.test_actors, "n_val_actors": folds.n_val_actors}
+    sets = needed_sets(specs)
+    report: dict[str, Any] = {"label_set": label_set, "normalization": normalization}
+    report |= {"corpora": {}, "rows": []}
+    tables, datasets = {}, {}
+    for name, root in sources.items():
+        tables[name], report["corpora"][name] = featurize_corpus(name, root, features_dir, settings, sets)
+        data = load_dataset(Path(features_dir) / name, [s for s in sets if s != "logmel"], logmel=False)
+        datasets[name] = data.subset(data.labels.index.isin(select_subset(data.labels, subset).index))
+    open_sets = [name for name in sources if name.startswith("custom")]
+    for spec in specs:
+        picked = {name: _with_sets(data, spec.stats_sets) for name, data in datasets.items()}
+        data, left_out = combine(picked, tables, label_map, normalization, open_sets)
+        for name, counts in left_out.items():
+            report["corpora"][name]["left_out_by_label"] = counts
+        splits = make_splits(data.labels, protocol, **options)
+        scored = score(spec, data, splits)
+        extra = {"label_set": label_set, "normalization": normalization, "subset": subset}
+        report["rows"] += result_rows(spec.name, protocol, scored, extra)
+    return report
+
+
+def _with_sets(data: Any, names: tuple[str, ...]) -> Any:
+    """The dataset with only the scalar sets a model reads."""
+    from components.evaluation.dataset import Dataset
+
+    return Dataset(data.labels, {name: data.stats[name] for name in names})
 
 
 # The ``evaluate`` deployment: a registered model version, as it is, on a data source.
@@ -126,11 +252,11 @@ def evaluate_version(
     logger = get_run_logger()
     project = project_root(project_dir)
     settings = load_settings(project / "params.yaml")
-    tracking = settings.tracking.model_dump()
+    tracking = settings.tracking
     model = model or settings.tracking.champion_uri
     actors = list(test_actors or settings.evaluate.test_actors)
     with tempfile.TemporaryDirectory(prefix="ser-evaluate-") as staging:
-        folder = stage_source(source, Path(staging), settings.ingest.model_dump())
+        folder = stage_source(source, Path(staging), settings.ingest)
         found = discover(folder)
         clips = pick_clips(found.files, protocol, subset, actors)
         if not clips:
@@ -138,10 +264,10 @@ def evaluate_version(
             raise SerError(f"{source}: no {subset} clips of {where} to evaluate on")
         use_store(tracking, project)
         loaded = load_model(model)
-        silence = loaded.silence  # the test the model was trained with, not today's params.yaml
+        checks = loaded.clip_checks  # the checks the model was trained with, not today's params.yaml
         locations = [c.location for c in clips]
         score, clip_dur = loaded.predict_signals, loaded.clip_dur
-        results = predict_files(locations, score, clip_dur, progress=False, silence=silence)
+        results = predict_files(locations, score, clip_dur, progress=False, checks=checks)
     summary = summarize(results)
     if summary is None:
         raise SerError(f"{source}: none of the {len(clips)} clips could be scored (see the log)")

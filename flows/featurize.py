@@ -38,19 +38,22 @@ def summarize(summary: FeaturizeSummary) -> dict[str, Any]:
 
 
 def extract_features(
-    clips: pd.DataFrame, out_dir: Path, settings: dict[str, Any], feature_sets=None, n_jobs=None
+    clips: pd.DataFrame, out_dir: Path, settings: Settings, feature_sets=None, n_jobs=None
 ) -> dict[str, Any]:
     """Extract the configured sets for ``clips`` into ``out_dir``; fail if no clip could be read.
 
     Chunks run on the ``orchestration.task_runner``: featurize's process pool or Dask. One run
     at a time writes ``out_dir``: a second one refuses with a message naming the first.
     """
-    section = settings["featurize"]
-    feature_sets = feature_sets or section["feature_sets"]
-    params = extract_params(settings["preprocess"], section)
-    with hold_lock(out_dir, "featurize"), chunk_map(settings, feature_sets, params) as map_fn:
+    section = settings.featurize
+    feature_sets = feature_sets or list(section.feature_sets)
+    params = extract_params(settings.preprocess, section)
+    with (
+        hold_lock(out_dir, "featurize", inside=True),
+        chunk_map(settings.orchestration, feature_sets, params) as map_fn,
+    ):
         summary = featurize(
-            clips, out_dir, feature_sets, params, n_jobs=n_jobs or section["n_jobs"], map_fn=map_fn
+            clips, out_dir, feature_sets, params, n_jobs=n_jobs or section.n_jobs, map_fn=map_fn
         )
     if summary.n_clips and len(summary.failures) == summary.n_clips:
         raise SerError(f"featurize: none of the {summary.n_clips} clips could be read: {summary.failures[0]}")
@@ -71,7 +74,7 @@ def featurize_stage(
     """
     logger = get_run_logger()
     clips = pd.read_parquet(clips_table)
-    metrics = extract_features(clips, Path(out_dir), (settings or load_settings()).as_params())
+    metrics = extract_features(clips, Path(out_dir), settings or load_settings())
     for name, counts in metrics["sets"].items():
         logger.info("featurize %s: %s", name, counts)
     if metrics["n_failed"]:
@@ -80,18 +83,21 @@ def featurize_stage(
 
 
 def featurize_data(
-    data: Path, out: Path, settings: dict[str, Any], feature_sets=None, n_jobs=None
+    data: Path, out: Path, settings: Settings, feature_sets=None, n_jobs=None
 ) -> dict[str, Any]:
     """Featurize a folder or zip directly (outside DVC): every readable RAVDESS clip in it."""
-    with hold_lock(out, "featurize"):  # refuse before reading the clips, not after
-        clips, _ = build_metadata(discover(data), silence_dbfs=settings["validate"]["silence_dbfs"])
+    with hold_lock(out, "featurize", inside=True):  # refuse before reading the clips, not after
+        clips, _ = build_metadata(discover(data), silence_dbfs=settings.validate_.silence_dbfs)
+        if clips.empty:
+            raise SerError(f"{data}: no readable RAVDESS clips in it; nothing to featurize")
         return extract_features(clips, Path(out), settings, feature_sets, n_jobs)
 
 
 def main() -> None:
     """Entry point of the DVC stage."""
     settings = load_settings()  # a bad setting is refused before anything else happens
-    with hold_lock(FEATURES_DIR, "featurize"):  # before Prefect starts: a second run refuses at once
+    # before Prefect starts: a second run refuses at once
+    with hold_lock(FEATURES_DIR, "featurize", inside=True):
         metrics = run_flow(featurize_stage, settings=settings)
         write_json(METRICS_DIR / "featurize.json", metrics)
 

@@ -29,20 +29,20 @@ from components.settings import Ingest, load_settings
 from flows import fail_cleanly, run_flow
 
 
-def stage_source(source: str, staging: Path, params: dict[str, Any]) -> Path:
+def stage_source(source: str, staging: Path, settings: Ingest) -> Path:
     """Materialise the source as a folder of audio and return it (``staging`` is scratch space)."""
     if source == "demo":
-        write_corpus(staging, n_actors=params["demo_actors"], seed=params["demo_seed"])
+        write_corpus(staging, n_actors=settings.demo_actors, seed=settings.demo_seed)
         return staging
     if source == "zenodo":
         for archive in fetch_ravdess(DOWNLOAD_DIR):
             # speech and song zips both unpack to Actor_XX/: keep them apart
             kind = "song" if "song" in archive.name.lower() else "speech"
-            safe_extract(archive, staging / kind, max_total_bytes=params["max_extract_bytes"])
+            safe_extract(archive, staging / kind, max_total_bytes=settings.max_extract_bytes)
         return staging
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".zip":
-        safe_extract(path, staging, max_total_bytes=params["max_extract_bytes"])
+        safe_extract(path, staging, max_total_bytes=settings.max_extract_bytes)
         return staging
     if path.is_dir():
         return path
@@ -58,13 +58,13 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
         settings: The ``ingest`` settings; None reads params.yaml in the working folder.
         raw_dir: The immutable copy of the source's audio.
     """
-    params = (settings or load_settings().ingest).model_dump()
+    settings = settings or load_settings().ingest
     logger = get_run_logger()
     raw_dir = Path(raw_dir)
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=raw_dir.parent, prefix=".ingest-"))
     try:
-        source_dir = stage_source(str(params["source"]), staging, params)
+        source_dir = stage_source(settings.source, staging, settings)
         summary = sync_audio(source_dir, raw_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -76,7 +76,7 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
         summary.unchanged,
     )
     return {
-        "source": str(params["source"]),
+        "source": settings.source,
         "n_files": summary.unchanged + len(summary.added) + len(summary.changed),
         "n_added": len(summary.added),
         "n_changed": len(summary.changed),
@@ -84,29 +84,28 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
     }
 
 
-def source_settings(params: dict[str, Any]) -> dict[str, Any]:
+def source_settings(settings: Ingest) -> dict[str, Any]:
     """The settings whose change must re-run ingest; for the demo corpus, the synthesiser's code too."""
-    settings = {key: params[key] for key in ("demo_actors", "demo_seed", "max_extract_bytes")}
-    if params["source"] == "demo":
+    out = settings.model_dump(include={"demo_actors", "demo_seed", "max_extract_bytes"})
+    if settings.source == "demo":
         code = hashlib.sha256()
         for module in (synth, synth_voice):
             code.update(Path(module.__file__).read_bytes())
-        settings["synth_code"] = code.hexdigest()
-    return settings
+        out["synth_code"] = code.hexdigest()
+    return out
 
 
 def main() -> None:
     """Entry point of the DVC stage: skip at once when neither source nor raw folder changed."""
     settings = load_settings().ingest
-    params = settings.model_dump()
-    fingerprint = fingerprint_source(str(params["source"]), source_settings(params))
+    fingerprint = fingerprint_source(settings.source, source_settings(settings))
     state = json.loads(INGEST_STATE_FILE.read_text()) if INGEST_STATE_FILE.exists() else {}
     if (
         state.get("source") == fingerprint
         and RAW_DIR.is_dir()
         and state.get("raw") == fingerprint_tree(RAW_DIR)
     ):
-        print(f"ingest: source {params['source']!r} unchanged since the last run; nothing to do")
+        print(f"ingest: source {settings.source!r} unchanged since the last run; nothing to do")
         return
     result = run_flow(ingest, settings=settings)
     write_json(METRICS_DIR / "ingest.json", result)

@@ -16,6 +16,7 @@ from components.errors import SerError
 from components.paths import PARAMS_FILE
 from components.registry.model_io import load_model, use_store
 from components.runtime.files import project_root
+from components.serving.adaptation import predict_by_speaker
 from components.serving.predict import (
     find_audio,
     predict_files,
@@ -40,6 +41,9 @@ def predict_batch(
     model: str | None = None,
     batch_size: int = 32,
     project_dir: str | None = None,
+    speaker_pattern: str | None = None,
+    speaker_from: str | None = None,
+    speaker_min_clips: int | None = None,
 ) -> dict[str, Any]:
     """Predict the emotion of every audio file under ``input_dir`` and write one CSV row per file.
 
@@ -49,6 +53,11 @@ def predict_batch(
         model: MLflow model URI; default the ``champion`` of ``tracking.model_name``.
         batch_size: Clips (or windows of long recordings) per model call.
         project_dir: The checkout whose params.yaml names the MLflow store (default: SER_PROJECT_DIR or cwd).
+        speaker_pattern: Speaker adaptation: a regex with a ``speaker`` group, searched in file names,
+            e.g. ``(?P<speaker>[0-9]+)[.]wav$``; each speaker's files are re-centred on the training mean.
+        speaker_from: Speaker adaptation: ``folder`` (one folder per speaker) or a CSV of ``path``
+            and ``speaker`` columns (relative to the project).
+        speaker_min_clips: Speakers with fewer files get the plain model (default: the model's own).
 
     Returns:
         The CSV's path, the model version used, and counts of predicted and failed files.
@@ -65,13 +74,27 @@ def predict_batch(
         raise SerError(missing[0].error if missing else f"{folder}: no audio files")
     settings = find_settings(project / PARAMS_FILE)  # none: MLFLOW_TRACKING_URI names the store
     model = model or (settings.tracking if settings else Tracking()).champion_uri
-    use_store(settings.tracking.model_dump() if settings else None, project)
+    use_store(settings.tracking if settings else None, project)
     loaded = load_model(model)
     about = loaded.description
-    silence = loaded.silence  # the test the model was trained with, not today's params.yaml
-    results = predict_files(
-        paths, loaded.predict_signals, loaded.clip_dur, batch_size=batch_size, progress=False, silence=silence
-    )
+    checks = loaded.clip_checks  # the per-clip checks the model was trained with, not today's params.yaml
+    notes = []
+    if speaker_pattern is not None or speaker_from is not None:
+        source = speaker_from if speaker_from in (None, "folder") else str(resolve(speaker_from, project))
+        options = {"clip_dur": loaded.clip_dur, "batch_size": batch_size, "checks": checks}
+        adapt = (speaker_pattern, source, speaker_min_clips)
+        results, notes = predict_by_speaker(loaded, paths, *adapt, progress=False, **options)
+        for note in notes:
+            logger.info("%s", note.line())
+    else:
+        results = predict_files(
+            paths,
+            loaded.predict_signals,
+            loaded.clip_dur,
+            batch_size=batch_size,
+            progress=False,
+            checks=checks,
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = resolve(output_dir, project) / f"predictions_{stamp}.csv"
     write_results_csv(out, results)
@@ -89,6 +112,7 @@ def predict_batch(
         f"- **Input**: `{folder}`: {len(results)} files, {n_ok} predicted, {len(failed)} failed",
         f"- **CSV**: `{out}`",
     ]
+    lines += [f"- {note.line()}" for note in notes]
     if summary is not None:
         scores = f"accuracy {summary['accuracy']:.3f}, UAR {summary['uar']:.3f}"
         lines.append(f"- **RAVDESS-named files**: {summary['n']}, {scores}")
@@ -104,4 +128,5 @@ def predict_batch(
         "n_files": len(results),
         "n_predicted": n_ok,
         "n_failed": len(failed),
+        "speakers": [note.line() for note in notes],
     }

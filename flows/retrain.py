@@ -1,21 +1,29 @@
-"""Flow ``retrain``: the DVC pipeline end to end, then a summary of what changed and what was promoted.
+"""Flow ``retrain``: the pipeline as a named DVC experiment, then a summary of what changed and was promoted.
 
-DVC decides what re-runs (``dvc repro``), so ``dvc repro`` and this flow build the same artifacts
-from one pipeline definition and share its caches; the ``train`` stage refits the best model,
-registers it and moves ``champion`` only when it wins. This flow adds what a scheduled run needs:
-parameter overrides written to params.yaml (as ``dvc exp run --set-param`` does), one retrain at
-a time per workspace, and a Prefect markdown artifact with the data version, the stages that ran,
-the candidates' metrics, the promotion decision and links to the MLflow runs.
+DVC decides what re-runs, so ``dvc repro`` and this flow build the same artifacts from one
+pipeline definition and share its caches; the ``train`` stage refits the best model, registers
+it and moves ``champion`` only when it wins. The run is ``dvc exp run --name retrain-<time>
+--set-param ...`` in the checkout itself: ``dvc exp show`` lists each retrain beside the
+parameters it set and the metrics that decided promotion. Like any workspace experiment (not
+``--temp``), the parameters it sets stay in params.yaml afterwards, so the workspace, its outputs
+and the registry agree on the settings that produced them; a retrain without parameters leaves
+params.yaml unchanged. DVC records an experiment against a git commit: the checkout must have one.
+
+This flow adds what a scheduled run needs: one retrain at a time per workspace, and Prefect
+artifacts (a markdown summary with the data version, the stages that changed, the promotion
+decision and links to the MLflow runs; the candidates as a table; the model version as a link).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,117 +33,106 @@ from prefect import flow, get_run_logger
 from components.errors import SerError
 from components.evaluation.metrics import format_table
 from components.paths import METRICS_DIR, PARAMS_FILE
-from components.runtime.files import exit_on_error, project_root, write_text
+from components.runtime.files import exit_on_error, project_root
 from components.runtime.locks import hold_lock
-from components.settings import load_settings
+from components.settings import Settings, load_settings
 from flows import fail_cleanly, run_flow
 
 LOCK_TARGET = Path(".dvc/tmp/retrain")  # lock file .dvc/tmp/.retrain.lock: DVC scratch, never versioned
 DVC_LOCKED = "Unable to acquire lock"  # what dvc prints when another dvc process holds the workspace
+NO_COMMIT = "Empty git repo"  # what dvc exp run prints in a repository without a commit
 ARTIFACT_KEY = "retrain-summary"
+TABLE_KEY = "retrain-candidates"
+LINK_KEY = "retrain-model-version"
 
 
 @dataclass
-class ReproLog:
-    """What one ``dvc repro`` did, read from its output."""
+class ExperimentLog:
+    """What one ``dvc exp run`` did: its name, the stages whose dvc.lock entry changed, its time."""
 
+    name: str
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    ingest_unchanged: bool = False
     seconds: float = 0.0
 
 
-def parse_repro(output: str) -> ReproLog:
-    """The stages ``dvc repro`` ran and skipped, in order.
+def overrides(
+    params: dict[str, Any],
+    source: str | None,
+    models: list[str] | None,
+    protocol: str | None,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """The parameters this run sets (dotted key → value), each only where it differs from ``params``.
 
-    ``ingest`` always runs (DVC cannot see an outside folder change) and says "nothing to do"
-    when its source is unchanged; it then counts as skipped.
+    ``models`` sets the model list of the profile in effect: ``train.quick.models`` under
+    ``quick``, ``train.models`` under ``full``. ``protocol`` moves that protocol to the front of
+    ``evaluate.runs`` (the first pair ranks the candidates and gates promotion).
+
+    Raises:
+        SerError: A model that names no params.yaml model section.
     """
-    log = ReproLog()
-    for line in output.splitlines():
-        if line.startswith("Running stage '"):
-            log.ran.append(line.split("'")[1])
-        elif line.startswith("Stage '") and "didn't change, skipping" in line:
-            log.skipped.append(line.split("'")[1])
-    log.ingest_unchanged = "unchanged since the last run; nothing to do" in output
-    if log.ingest_unchanged and "ingest" in log.ran:
-        log.ran.remove("ingest")
-        log.skipped.insert(0, "ingest")
-    return log
-
-
-def apply_overrides(
-    params_file: Path, source: str | None, models: list[str] | None, protocol: str | None
-) -> list[str]:
-    """Write the run's parameters into params.yaml, keeping its layout and comments; returns what changed.
-
-    The values stay there afterwards, as with ``dvc exp run --set-param``: the workspace then
-    says which settings produced its outputs, and DVC sees exactly which stages they touch.
-    """
-    text = params_file.read_text()
-    params = yaml.safe_load(text)
-    wanted: list[tuple[str, str, Any]] = []
+    wanted: dict[str, Any] = {}
+    if profile is not None:
+        wanted["train.profile"] = profile
     if source is not None:
-        wanted.append(("ingest", "source", source))
+        wanted["ingest.source"] = source
     if models is not None:
         unknown = [name for name in models if "kind" not in (params.get(name) or {})]
         if unknown or not models:
             raise SerError(f"models {models}: no params.yaml model section for {', '.join(unknown) or '[]'}")
-        wanted.append(("train", "models", list(models)))
+        quick = (profile or params["train"].get("profile", "full")) == "quick"
+        wanted["train.quick.models" if quick else "train.models"] = list(models)
     if protocol is not None:
         runs = params["evaluate"]["runs"]
         primary = {"protocol": protocol, "subset": runs[0]["subset"]}
-        wanted.append(("evaluate", "runs", [primary, *(run for run in runs if run != primary)]))
-    changes = []
-    for section, key, value in wanted:
-        old = params[section][key]
-        if _plain(old) != _plain(value):
-            text = set_value(text, section, key, value)
-            changes.append(f"{section}.{key}: {_plain(old)} → {_plain(value)}")
-    if changes:
-        written = yaml.safe_load(text)
-        if any(_plain(written[s][k]) != _plain(v) for s, k, v in wanted):  # never write a wrong file
-            raise SerError(f"{params_file}: could not set {', '.join(changes)}; edit it by hand")
-        write_text(params_file, text)
-    return changes
+        wanted["evaluate.runs"] = [primary, *(run for run in runs if run != primary)]
+    return {key: value for key, value in wanted.items() if _plain(lookup(params, key)) != _plain(value)}
 
 
-def set_value(text: str, section: str, key: str, value: Any) -> str:
-    """``text`` with ``section.key`` set to ``value`` on one line, its comment kept.
+def describe_changes(params: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for each parameter set, for the summary."""
+    return [f"{key}: {_plain(lookup(params, key))} → {_plain(value)}" for key, value in wanted.items()]
 
-    The key's old value may run over several indented lines (a block list); they are replaced.
+
+def lookup(params: dict[str, Any], dotted: str) -> Any:
+    """``params["a"]["b"]`` for ``"a.b"`` (None where a level is missing)."""
+    node: Any = params
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` in the override grammar of ``dvc exp run --set-param`` (Hydra's), strings quoted.
+
+    Inside a quoted string only quotes, and backslashes before a quote or the closing quote,
+    are escaped; other backslashes are literal.
     """
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.startswith(f"{section}:")), None)
-    if start is None:
-        raise SerError(f"params.yaml has no section {section!r}")
-    for i in range(start + 1, len(lines)):
-        line = lines[i]
-        if line.strip() and not line.startswith((" ", "#")):
-            break  # the next section
-        stripped = line.lstrip(" ")
-        if not stripped.startswith(f"{key}:"):
-            continue
-        indent = len(line) - len(stripped)
-        end = i + 1
-        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > indent):
-            end += 1
-        while end > i + 1 and not lines[end - 1].strip():
-            end -= 1  # keep the blank lines before the next key or section
-        comment = line.split("  #", 1)[1].rstrip("\n") if "  #" in line else ""
-        flow_value = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-        flow_value = flow_value.removesuffix("\n...").strip()
-        new = f"{' ' * indent}{key}: {flow_value}" + (f"  #{comment}" if comment else "") + "\n"
-        return "".join([*lines[:i], new, *lines[end:]])
-    raise SerError(f"params.yaml has no key {section}.{key}")
+    if isinstance(value, str):
+        escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+        escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+        return f"'{escaped}'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+    raise SerError(f"cannot pass {value!r} to dvc exp run --set-param")
 
 
 def _plain(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
+def experiment_name(now: datetime | None = None) -> str:
+    """A unique, sortable experiment name: ``retrain-20250106-040000`` (UTC)."""
+    return f"retrain-{(now or datetime.now(UTC)):%Y%m%d-%H%M%S}"
 
 
 def dvc_command() -> str:
@@ -144,20 +141,43 @@ def dvc_command() -> str:
     return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
 
 
-def run_repro(project: Path, timeout_s: float) -> tuple[ReproLog, str]:
-    """Run ``dvc repro`` in ``project``; a failure becomes a ``SerError`` with DVC's last lines."""
+def read_lock(project: Path) -> dict[str, Any]:
+    """The stages recorded in ``dvc.lock`` ({} before the first run)."""
+    path = project / "dvc.lock"
+    return (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
+
+
+def changed_stages(before: dict[str, Any], after: dict[str, Any], order: list[str]) -> tuple[list, list]:
+    """Stages whose dvc.lock entry changed (their inputs or outputs did), and the others, in ``order``.
+
+    ``ingest`` runs every time (DVC cannot see an outside folder change) but leaves its entry
+    as it was when the source is unchanged: it then counts as unchanged.
+    """
+    ran = [stage for stage in order if stage in after and before.get(stage) != after[stage]]
+    skipped = [stage for stage in order if stage in after and stage not in ran]
+    return ran, skipped
+
+
+def run_experiment(
+    project: Path, name: str, wanted: dict[str, Any], timeout_s: float
+) -> tuple[ExperimentLog, str]:
+    """``dvc exp run --name NAME --set-param KEY=VALUE ...`` in ``project``.
+
+    Raises:
+        SerError: With DVC's last lines when it fails, or a message saying what to do when
+            another dvc process holds the workspace, the checkout has no commit, or the run
+            passes ``timeout_s``.
+    """
+    before = read_lock(project)
+    command = [dvc_command(), "exp", "run", "--name", name]
+    for key, value in wanted.items():
+        command += ["--set-param", f"{key}={hydra_value(value)}"]
     started = time.perf_counter()
     try:
-        done = subprocess.run(
-            [dvc_command(), "repro"],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as err:
         raise SerError(
-            f"dvc repro in {project} ran past retrain.timeout_s ({timeout_s:g} s); stopped"
+            f"dvc exp run in {project} ran past retrain.timeout_s ({timeout_s:g} s); stopped"
         ) from err
     output = done.stdout + done.stderr
     if done.returncode != 0:
@@ -166,12 +186,17 @@ def run_repro(project: Path, timeout_s: float) -> tuple[ReproLog, str]:
                 f"another dvc process is running in {project} (DVC's lock is held); "
                 "wait for it to finish, then retrain again"
             )
+        if NO_COMMIT in output:
+            raise SerError(
+                f"{project} has no git commit: DVC records an experiment against one; "
+                "commit the project (git add -A && git commit), then retrain again"
+            )
         lines = [line for line in output.splitlines() if line.strip() and "%|" not in line]  # no tqdm bars
         tail = "\n".join(lines[-15:])
-        raise SerError(f"dvc repro failed in {project}:\n{tail}")
-    log = parse_repro(output)
-    log.seconds = round(time.perf_counter() - started, 1)
-    return log, output
+        raise SerError(f"dvc exp run failed in {project}:\n{tail}")
+    order = list((yaml.safe_load((project / "dvc.yaml").read_text()) or {}).get("stages", {}))
+    ran, skipped = changed_stages(before, read_lock(project), order)
+    return ExperimentLog(name, ran, skipped, round(time.perf_counter() - started, 1)), output
 
 
 def read_metrics(project: Path, stage: str) -> dict[str, Any]:
@@ -180,7 +205,7 @@ def read_metrics(project: Path, stage: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def mlflow_links(project: Path, settings: dict[str, Any], version: str | None) -> dict[str, str]:
+def mlflow_links(project: Path, settings: Settings, version: str | None) -> dict[str, str]:
     """Browser links to the registered version, its refit run and the pipeline's parent run."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -189,10 +214,10 @@ def mlflow_links(project: Path, settings: dict[str, Any], version: str | None) -
 
     if not version:
         return {}
-    uri = store_uri(settings["tracking"], project)
-    base = uri if uri.startswith(("http://", "https://")) else settings["retrain"]["mlflow_ui"]
+    uri = store_uri(settings.tracking, project)
+    base = uri if uri.startswith(("http://", "https://")) else settings.retrain.mlflow_ui
     base = base.rstrip("/")
-    name = settings["tracking"]["model_name"]
+    name = settings.tracking.model_name
     client = MlflowClient(uri)
     try:
         model = client.get_model_version(name, version)
@@ -211,7 +236,7 @@ def mlflow_links(project: Path, settings: dict[str, Any], version: str | None) -
 
 
 def summarize(
-    log: ReproLog,
+    log: ExperimentLog,
     changes: list[str],
     before: str | None,
     after: str | None,
@@ -221,10 +246,11 @@ def summarize(
     """What the run changed, trained and decided, as plain data."""
     summary: dict[str, Any] = {
         "data_version": {"before": before, "after": after, "changed": before != after},
+        "experiment": log.name,
         "params_changed": changes,
-        "stages_run": log.ran,
+        "stages_run": log.ran,  # their dvc.lock entries changed
         "stages_skipped": log.skipped,
-        "repro_seconds": log.seconds,
+        "seconds": log.seconds,
         "links": links,
     }
     if "ingest" in log.ran:
@@ -255,7 +281,10 @@ def summary_markdown(summary: dict[str, Any], primary_metric: str) -> str:
     ran = ", ".join(summary["stages_run"]) or "none"
     skipped = ", ".join(summary["stages_skipped"]) or "none"
     lines += [f"- **Stages re-run**: {ran}", f"- **Unchanged, skipped**: {skipped}"]
-    lines.append(f"- **dvc repro**: {summary['repro_seconds']:.1f} s")
+    lines.append(
+        f"- **DVC experiment**: `{summary['experiment']}` ({summary['seconds']:.1f} s; "
+        "`dvc exp show` lists it with its parameters and metrics)"
+    )
     if "ingest" in summary:
         i = summary["ingest"]
         lines.append(
@@ -306,6 +335,7 @@ def retrain(
     source: str | None = None,
     models: list[str] | None = None,
     protocol: Literal["actor-kfold", "holdout", "random"] | None = None,
+    profile: Literal["quick", "full"] | None = None,
     project_dir: str | None = None,
     wait_s: float | None = None,
 ) -> dict[str, Any]:
@@ -313,40 +343,60 @@ def retrain(
 
     Args:
         source: Audio source (``ingest.source``): ``demo``, ``zenodo``, or a folder or .zip.
-        models: Models to train (``train.models``), each a params.yaml section.
+        models: Models to train, each a params.yaml section (``train.models``, or
+            ``train.quick.models`` under the quick profile).
         protocol: Evaluation protocol that ranks the candidates and gates promotion
             (``actor-kfold``, ``holdout`` or ``random``); the other configured runs stay.
+        profile: ``full`` (every configured model and run) or ``quick`` (``train.profile``).
         project_dir: The checkout to run in (default: ``SER_PROJECT_DIR``, else the working folder).
         wait_s: Seconds to wait for another retrain of this checkout to finish (``retrain.wait_s``).
 
-    Left out, each parameter keeps its params.yaml value.
+    Left out, each parameter keeps its params.yaml value; those given are set with
+    ``dvc exp run --set-param`` and stay in params.yaml afterwards.
     """
-    from prefect.artifacts import create_markdown_artifact
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     from components.tracking.runs import raw_data_version
 
     logger = get_run_logger()
     project = project_root(project_dir)
     params_file = project / PARAMS_FILE
-    settings = load_settings(params_file).as_params()  # what follows reads none of the overridden keys
+    settings = load_settings(params_file)  # what follows reads none of the overridden keys
     if wait_s is None:
-        wait_s = settings["retrain"]["wait_s"]
+        wait_s = settings.retrain.wait_s
     with hold_lock(project / LOCK_TARGET, f"retraining in {project}", wait_s=wait_s):
-        changes = apply_overrides(params_file, source, models, protocol)
+        params = yaml.safe_load(params_file.read_text())
+        wanted = overrides(params, source, models, protocol, profile)
+        changes = describe_changes(params, wanted)
         before = raw_data_version(project / "dvc.lock")
-        logger.info("dvc repro in %s%s", project, f" ({'; '.join(changes)})" if changes else "")
-        log, output = run_repro(project, float(settings["retrain"]["timeout_s"]))
-        logger.info("dvc repro done in %.1f s: ran %s", log.seconds, ", ".join(log.ran) or "nothing")
-        logger.info("dvc repro output (last lines):\n%s", "\n".join(output.splitlines()[-40:]))
+        name = experiment_name()
+        logger.info("dvc exp run %s in %s%s", name, project, f" ({'; '.join(changes)})" if changes else "")
+        log, output = run_experiment(project, name, wanted, settings.retrain.timeout_s)
+        logger.info("%s done in %.1f s: changed %s", name, log.seconds, ", ".join(log.ran) or "nothing")
+        logger.info("dvc exp run output (last lines):\n%s", "\n".join(output.splitlines()[-40:]))
         version = (
             read_metrics(project, "train").get("registry", {}).get("version") if "train" in log.ran else None
         )
         links = mlflow_links(project, settings, str(version) if version else None)
         summary = summarize(log, changes, before, raw_data_version(project / "dvc.lock"), project, links)
-    text = summary_markdown(summary, settings["evaluate"]["primary_metric"])
+    text = summary_markdown(summary, settings.evaluate.primary_metric)
     create_markdown_artifact(
         markdown=text, key=ARTIFACT_KEY, description="What this retrain changed and decided"
     )
+    if "candidates" in summary:
+        create_table_artifact(
+            table=summary["candidates"],
+            key=TABLE_KEY,
+            description=f"{name}: every model × protocol × subset, by {settings.evaluate.primary_metric}",
+        )
+    model_link = next(((label, url) for label, url in links.items() if label.startswith("model ")), None)
+    if model_link:
+        create_link_artifact(
+            link=model_link[1],
+            link_text=model_link[0],
+            key=LINK_KEY,
+            description="The version this retrain registered",
+        )
     logger.info("%s", text)
     return summary
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from components.data.clip_checks import ClipLimits
 from components.data.discover import discover
 from components.data.metadata import build_metadata
 from components.data.parquet import write_table
@@ -22,13 +23,16 @@ from components.settings import Validate, load_settings
 from flows import fail_cleanly, run_flow
 
 
-def check_data(data: Path, params: dict[str, Any], docs_dir: Path | None) -> ValidationReport:
+def check_data(data: Path, settings: Validate, docs_dir: Path | None) -> ValidationReport:
     """Discover, describe and validate the clips under ``data`` (folder or zip)."""
     discovery = discover(data)
+    # a file whose header is out of bounds (an hour long, 1 Hz) is rejected before it is decoded
+    limits = ClipLimits.from_mapping(settings.model_dump())
     clips, rejected = build_metadata(
-        discovery, silence_dbfs=params["silence_dbfs"], n_jobs=params.get("n_jobs", 1)
+        discovery, silence_dbfs=settings.silence_dbfs, n_jobs=settings.n_jobs, limits=limits
     )
-    return validate_clips(clips, rejected, params, docs_dir=docs_dir)
+    # the Great Expectations suite is built from the section's values (its expectations' arguments)
+    return validate_clips(clips, rejected, settings.model_dump(), docs_dir=docs_dir)
 
 
 def save_report(report: ValidationReport, out_dir: Path) -> None:
@@ -53,8 +57,8 @@ def validate(
         out_dir: Folder for the accepted-clips table and the rejected table.
         docs_dir: Folder for Great Expectations Data Docs; None = none written.
     """
-    params = (settings or load_settings().validate_).model_dump()
-    report = check_data(Path(data), params, Path(docs_dir) if docs_dir else None)
+    settings = settings or load_settings().validate_
+    report = check_data(Path(data), settings, Path(docs_dir) if docs_dir else None)
     get_run_logger().info("validate:\n%s", report.summary())
     save_report(report, Path(out_dir))
     report.raise_if_failed()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -44,22 +43,32 @@ from mlflow.entities import Metric
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from components.data.parquet import write_table
 from components.data.ravdess import EMOTIONS
 from components.errors import SerError
-from components.evaluation.evaluate import Evaluation, FoldResult, ModelSpec, protocol_settings, results_table
+from components.evaluation.evaluate import (
+    Evaluation,
+    FoldResult,
+    ModelSpec,
+    fold_predictions,
+    protocol_settings,
+    results_table,
+)
 from components.evaluation.metrics import compute_metrics, format_table, plot_confusion, summarize_folds
 from components.evaluation.protocols import Split, actor_kfold, make_splits, select_subset
 from components.features.store import KEY_COLUMNS, LABEL_TYPES, read_info, read_waveforms
 from components.paths import FEATURES_DIR, METRICS_DIR
+from components.registry.model_card import CardFacts
 from components.registry.model_io import CODE_DIR, REQUIREMENTS, input_example, signature
 from components.registry.promote import Decision
 from components.registry.publish import publish
 from components.runtime.files import exit_on_error, write_json, write_text
 from components.serving.pyfunc import MODEL_CONFIG
-from components.settings import Settings, load_settings
+from components.settings import Evaluate, Run, Settings, Wav2Vec2, load_settings
 from components.tracking.runs import (
     clips_version,
     data_version,
+    end_run,
     experiment_id,
     git_commit,
     log_evaluation,
@@ -68,7 +77,9 @@ from components.tracking.runs import (
     start_run,
     tracking_uri,
 )
+from components.tracking.store import check_server
 from components.wav2vec2.checkpoint import LAST
+from components.wav2vec2.ct2_whisper import resolve_encoder
 from components.wav2vec2.embed import (
     ATTRS_KEY,
     HEADS,
@@ -88,7 +99,7 @@ from components.wav2vec2.finetune import (
 )
 from components.wav2vec2.model import SAMPLING_RATE, build_classifier
 from components.wav2vec2.predict import resolve_device
-from components.wav2vec2.pretrained import PretrainedUnavailable, resolve_pretrained
+from components.wav2vec2.pretrained import PretrainedUnavailable
 from components.wav2vec2.serving import Wav2Vec2Predictor, Wav2Vec2Pyfunc
 from flows import fail_cleanly, run_flow
 
@@ -100,7 +111,9 @@ MODES: dict[str, tuple[str, ...]] = {
     "finetune": ("finetune",),
     "both": ("embed", "finetune"),
 }
-CACHE_FORMAT = 1  # bump when the embeddings table changes meaning: every row is recomputed
+# Bump when the embeddings table changes meaning: every row is recomputed.
+# 2: each checkpoint's own input normalisation (its feature extractor's do_normalize).
+CACHE_FORMAT = 2
 EMBED_CHUNK = 64  # clips read and embedded at a time (progress in the log, flat memory)
 SAVE_EVERY_S = 120.0  # while embedding, save the rows done so far this often
 NO_GPU = (
@@ -109,13 +122,14 @@ NO_GPU = (
 )
 
 
-def stage_settings(section: dict[str, Any], mode: str | None = None, device: str | None = None) -> dict:
-    """The ``wav2vec2`` params section checked, with flow-parameter overrides and fine-tuning settings.
+def stage_settings(section: Wav2Vec2, mode: str | None = None, device: str | None = None) -> dict:
+    """The ``wav2vec2`` settings with flow-parameter overrides and fine-tuning settings, as one dict.
 
     Raises:
         SerError: An unknown mode, pooling, head, preset or fine-tuning setting.
     """
-    config = {**section, "mode": mode or section["mode"], "device": device or section["device"]}
+    config = section.model_dump()
+    config |= {"mode": mode or section.mode, "device": device or section.device}
     if config["mode"] not in MODES:
         raise SerError(f"wav2vec2 mode is {config['mode']!r}: choose one of {', '.join(MODES)}")
     for name, allowed in (("pooling", POOLINGS), ("head", HEADS)):
@@ -176,13 +190,7 @@ def write_cache(path: Path, rows: list[tuple[str, str]], values: list[np.ndarray
     """Write the embeddings table (``clip_id``, ``content_hash``, ``embedding``) atomically."""
     frame = embeddings_to_frame([clip_id for clip_id, _ in rows], np.stack(values), info=key)
     frame.insert(1, "content_hash", [content_hash for _, content_hash in rows])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_parquet(temporary, index=False)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_table(frame, path)
 
 
 @task(cache_policy=NONE)
@@ -224,7 +232,7 @@ FitPredict = Callable[[Split, pd.DataFrame, np.ndarray], tuple[np.ndarray, float
 
 
 def score_splits(
-    model: str, labels: pd.DataFrame, run: dict, evaluate: dict, fit_predict: FitPredict
+    model: str, labels: pd.DataFrame, run: Run, evaluate: Evaluate, fit_predict: FitPredict
 ) -> Evaluation:
     """Fit and score on every split of one protocol × subset; ``fit_predict`` never sees test labels.
 
@@ -233,7 +241,7 @@ def score_splits(
     the subset's rows to the rows of ``labels``.
     """
     started = time.perf_counter()
-    protocol, subset = run["protocol"], run["subset"]
+    protocol, subset = run.protocol, run.subset
     chosen = select_subset(labels, subset)
     positions, rows = chosen.index.to_numpy(), chosen.reset_index(drop=True)
     splits = make_splits(rows, protocol, **protocol_settings(protocol, evaluate))
@@ -246,6 +254,7 @@ def score_splits(
         fold = FoldResult(
             split.name, split.test_actors, metrics, train_seconds, predict_seconds, n_train, len(split.test)
         )
+        fold.predictions = fold_predictions(rows, split.test, y[split.test], predicted)  # model card groups
         result.folds.append(fold)
     result.summary = summarize_folds([fold.metrics for fold in result.folds])
     result.summary["train_seconds"] = float(sum(f.train_seconds for f in result.folds))
@@ -331,7 +340,8 @@ def finetune_split(
 class Context:
     """What every part of one stage run shares."""
 
-    settings: dict[str, Any]
+    evaluate: Evaluate
+    registry_name: str  # tracking.model_name
     config: dict[str, Any]
     folder: str
     digest: str
@@ -351,14 +361,14 @@ class Candidate:
     refit: Callable[[], tuple[Wav2Vec2Predictor, Any, int]]  # predictor, torch model, training clips
 
 
-def primary(results: list[Evaluation], runs: list[dict]) -> Evaluation:
+def primary(results: list[Evaluation], runs: list[Run]) -> Evaluation:
     """The evaluation of the first (primary) protocol × subset."""
-    return next(r for r in results if (r.protocol, r.subset) == (runs[0]["protocol"], runs[0]["subset"]))
+    return next(r for r in results if (r.protocol, r.subset) == (runs[0].protocol, runs[0].subset))
 
 
 def run_embed(ctx: Context, labels: pd.DataFrame, table: Path) -> tuple[list[Evaluation], Candidate, dict]:
     """Cache the embeddings, score the head under every run, log them; the refit uses all subset clips."""
-    config, evaluate = ctx.config, ctx.settings["evaluate"]
+    config, evaluate = ctx.config, ctx.evaluate
     key = {"format": CACHE_FORMAT, "pretrained": config["pretrained"], "model": ctx.digest}
     key["pooling"] = config["pooling"]
     batch_size, device = config["finetune"].eval_batch_size, str(resolve_device(config["device"]))
@@ -367,12 +377,12 @@ def run_embed(ctx: Context, labels: pd.DataFrame, table: Path) -> tuple[list[Eva
     params = {"pretrained": config["pretrained"], "pooling": config["pooling"], "head": head, "layer": layer}
     spec = ModelSpec("wav2vec2-embed", "wav2vec2-embed", params, ())
     fit_predict = head_fit_predict(embeddings, head, layer)
-    results = [score_splits(spec.name, labels, run, evaluate, fit_predict) for run in evaluate["runs"]]
+    results = [score_splits(spec.name, labels, run, evaluate, fit_predict) for run in evaluate.runs]
     for result in results:
         log_evaluation(ctx.client, ctx.experiment, ctx.parent, spec, result, {"data_version": ctx.version})
 
     def refit() -> tuple[Wav2Vec2Predictor, Any, int]:
-        chosen = select_subset(labels, evaluate["runs"][0]["subset"])
+        chosen = select_subset(labels, evaluate.runs[0].subset)
         fitted = fit_embedding_head(
             embeddings[chosen.index.to_numpy()], chosen["emotion"].to_numpy(), head, layer
         )
@@ -381,12 +391,12 @@ def run_embed(ctx: Context, labels: pd.DataFrame, table: Path) -> tuple[list[Eva
         )
         return predictor, load_encoder(ctx.folder), len(chosen)
 
-    return results, Candidate("embed", primary(results, evaluate["runs"]), refit), counts
+    return results, Candidate("embed", primary(results, evaluate.runs), refit), counts
 
 
 def run_finetune(ctx: Context, table: Path) -> tuple[list[Evaluation], Candidate, dict]:
     """Fine-tune and score every split of every run, logging epochs live; refit for the registry."""
-    settings, evaluate = ctx.config["finetune"], ctx.settings["evaluate"]
+    settings, evaluate = ctx.config["finetune"], ctx.evaluate
     labels, waves = read_waveforms(table)
     folds: list[dict[str, Any]] = []
 
@@ -401,8 +411,8 @@ def run_finetune(ctx: Context, table: Path) -> tuple[list[Evaluation], Candidate
         )
 
     def evaluate_run(run: dict) -> Evaluation:
-        name = f"wav2vec2-finetune/{run['protocol']}/{run['subset']}"
-        tags = {"model": "wav2vec2-finetune", "protocol": run["protocol"]}
+        name = f"wav2vec2-finetune/{run.protocol}/{run.subset}"
+        tags = {"model": "wav2vec2-finetune", "protocol": run.protocol}
         run_id, fold_runs = start_run(ctx.client, ctx.experiment, name, ctx.parent, tags), []
 
         def fit_predict(split: Split, rows: pd.DataFrame, positions: np.ndarray):
@@ -410,7 +420,7 @@ def run_finetune(ctx: Context, table: Path) -> tuple[list[Evaluation], Candidate
                 ctx.client, ctx.experiment, f"{name}/{split.name}", run_id, {"fold": split.name}
             )
             fold_runs.append(fold_run)
-            folder = f"{run['protocol']}-{run['subset']}-{split.name}"
+            folder = f"{run.protocol}-{run.subset}-{split.name}"
             parts = {"train": split.train, "val": split.val}
             model, result = train(folder, rows, positions, parts, epoch_logger(ctx.client, fold_run))
             started = time.perf_counter()
@@ -434,13 +444,13 @@ def run_finetune(ctx: Context, table: Path) -> tuple[list[Evaluation], Candidate
         log_summary(ctx.client, run_id, spec, evaluation, {"pretrained": ctx.config["pretrained"]})
         return evaluation
 
-    results = [evaluate_run(run) for run in evaluate["runs"]]
+    results = [evaluate_run(run) for run in evaluate.runs]
 
     def refit() -> tuple[Wav2Vec2Predictor, Any, int]:
-        subset = evaluate["runs"][0]["subset"]
+        subset = evaluate.runs[0].subset
         chosen = select_subset(labels, subset)
         rows = chosen.reset_index(drop=True)
-        val = actor_kfold(rows, n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"])[0].val
+        val = actor_kfold(rows, n_folds=evaluate.n_folds, n_val_actors=evaluate.n_val_actors)[0].val
         parts = {"train": np.setdiff1d(np.arange(len(rows)), val), "val": val}
         model, result = train(f"refit-{subset}", rows, chosen.index.to_numpy(), parts)
         folds.append({"fold": f"refit-{subset}", **fold_record(result)})
@@ -449,7 +459,7 @@ def run_finetune(ctx: Context, table: Path) -> tuple[list[Evaluation], Candidate
         )
         return predictor, model, len(parts["train"])
 
-    return results, Candidate("finetune", primary(results, evaluate["runs"]), refit), {"folds": folds}
+    return results, Candidate("finetune", primary(results, evaluate.runs), refit), {"folds": folds}
 
 
 def fold_record(result: FinetuneResult) -> dict[str, Any]:
@@ -505,8 +515,7 @@ def log_summary(client: MlflowClient, run: str, spec: ModelSpec, result: Evaluat
 
 def publish_candidate(ctx: Context, candidate: Candidate, fresh: dict[str, float]) -> Decision:
     """Refit the candidate and :func:`publish` it as a raw-audio pyfunc carrying its model folder."""
-    evaluate, tracking = ctx.settings["evaluate"], ctx.settings["tracking"]
-    metric, result = evaluate["primary_metric"], candidate.evaluation
+    metric, result = ctx.evaluate.primary_metric, candidate.evaluation
     score = float(result.summary[f"{metric}_mean"])
     predictor, model, n_train = candidate.refit()
     kind = f"wav2vec2-{candidate.kind}"
@@ -535,9 +544,11 @@ def publish_candidate(ctx: Context, candidate: Candidate, fresh: dict[str, float
             )
         return info.model_uri
 
-    return publish(
-        ctx.client, tracking["model_name"], ctx.experiment, ctx.parent, result, metric, tags, log_model, fresh
-    )
+    preprocessing = {"sampling_rate": SAMPLING_RATE, "trim_top_db": ctx.trim_top_db}
+    preprocessing |= {key: ctx.config[key] for key in ("pretrained", "pooling", "layer", "head")}
+    facts = CardFacts(preprocessing)  # its card: intended use, licence, metrics, groups, decision
+    client, name, experiment, parent = ctx.client, ctx.registry_name, ctx.experiment, ctx.parent
+    return publish(client, name, experiment, parent, result, metric, tags, log_model, fresh, facts)
 
 
 def stage_data_version(labels: pd.DataFrame) -> str:
@@ -584,18 +595,19 @@ def wav2vec2_stage(
     """
     started = time.perf_counter()
     logger = get_run_logger()
-    settings = (settings or load_settings()).as_params()
-    config, tracking = stage_settings(settings["wav2vec2"], mode, device), settings["tracking"]
+    settings = settings or load_settings()
+    config, tracking = stage_settings(settings.wav2vec2, mode, device), settings.tracking
     EMBEDDINGS_TABLE.parent.mkdir(parents=True, exist_ok=True)  # a DVC output: it must exist, even skipped
     modes = {name: "ok" for name in MODES[config["mode"]]}
     if "finetune" in modes and config["device"] == "auto" and not torch.cuda.is_available():
         modes["finetune"] = NO_GPU
     try:
-        folder, skipped = resolve_pretrained(config["pretrained"], local_only=config["local_only"]), None
+        folder, skipped = resolve_encoder(config["pretrained"], local_only=config["local_only"]), None
     except PretrainedUnavailable as err:
         if config["required"]:
             raise
         folder, skipped = "", f"skipped: {err}"
+    check_server(tracking, tracking_uri(tracking))  # a server that does not answer fails in seconds
     client = MlflowClient(tracking_uri(tracking))
     experiment = experiment_id(client, tracking)
     if skipped or "ok" not in modes.values():
@@ -612,11 +624,22 @@ def wav2vec2_stage(
         client.log_param(parent, key, str(config[key]))
     trim_top_db = info.get("params", {}).get("trim_top_db")
     digest = model_digest(folder)
-    ctx = Context(settings, config, folder, digest, trim_top_db, version, client, experiment, parent)
+    ctx = Context(
+        settings.evaluate,
+        tracking.model_name,
+        config,
+        folder,
+        digest,
+        trim_top_db,
+        version,
+        client,
+        experiment,
+        parent,
+    )
     try:
         out = run_modes(ctx, modes, labels, table)
-    except BaseException:
-        client.set_terminated(parent, "FAILED")
+    except BaseException as err:
+        end_run(client, parent, err)  # FAILED (KILLED on Ctrl-C) with the reason as a tag
         raise
     client.set_terminated(parent)
     logger.info("wav2vec2: best %s; %s", out["best"], out["registry"]["reason"])
@@ -634,7 +657,7 @@ def wav2vec2_stage(
 
 def run_modes(ctx: Context, modes: dict[str, str], labels: pd.DataFrame, table: Path) -> dict[str, Any]:
     """Run the modes that are on, publish the best of them, and summarise for the metrics file."""
-    metric = ctx.settings["evaluate"]["primary_metric"]
+    metric = ctx.evaluate.primary_metric
     results, candidates, out = [], [], {"modes": modes, "seconds": {}}
     for name in ("embed", "finetune"):
         if modes.get(name) == "ok":

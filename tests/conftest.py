@@ -73,6 +73,15 @@ def ravdess_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def emodb_dir() -> Path:
+    """The real EmoDB sample (speakers 03, 08, 09, 10, 11): ``EMODB_DIR`` or ../shared/emodb; else skip."""
+    path = Path(os.environ.get("EMODB_DIR", ROOT.parent / "shared" / "emodb"))
+    if not (path / "wav").is_dir():
+        pytest.skip(f"real EmoDB sample not found at {path} (set EMODB_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the whole session (starting one costs seconds)."""
     from prefect.settings import PREFECT_API_URL
@@ -92,18 +101,22 @@ def forget_tracking_uri() -> Iterator[None]:
 
     A flow's ``mlflow.set_tracking_uri`` sets a module global (and the variable) that outlives
     the test: a later test's store given by the variable alone would be ignored for it. Set up
-    before ``monkeypatch``, so this runs after it has undone the test's own variable.
+    before ``monkeypatch``, so this runs after it has undone the test's own variable. The
+    ``MLFLOW_HTTP_REQUEST_*`` budget a ``ser`` command sets (components.tracking.store) goes too.
     """
     import sys
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    names += ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",)
+    before = {name: os.environ.get(name) for name in names}
     yield
     if "mlflow" in sys.modules:  # a test that never imported MLflow set nothing
         sys.modules["mlflow"].set_tracking_uri(None)
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -155,16 +168,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mlflow_server(db: Path, artifacts: Path, port: int, log_path: Path) -> Any:
-    """A real ``mlflow server`` on 127.0.0.1:``port`` over the SQLite store ``db``, once it answers."""
+def start_mlflow_server(db: Path | str, artifacts: Path, port: int, log_path: Path) -> Any:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` once it answers.
+
+    ``db`` is the SQLite store's file, or a database URI (``postgresql://...``) as a string.
+    """
     import subprocess
     import sys
 
+    store = db if isinstance(db, str) else f"sqlite:///{db}"
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{db}", "--workers", "1"]
+    command += ["--port", str(port), "--backend-store-uri", store, "--workers", "1"]
     command += ["--artifacts-destination", str(artifacts)]
     server = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    wait_until_up(f"http://127.0.0.1:{port}/health", server, log_path)
+    wait_until_up(f"http://127.0.0.1:{port}/health", server, log_path, timeout=300)  # a new database migrates
     return server
 
 
@@ -186,7 +203,7 @@ def mlflow_server(tmp_path, mlflow_template, monkeypatch) -> Iterator[str]:
 
 
 def make_clone(target: Path, mlflow_template: Path, n_actors: int = 3) -> Path:
-    """The project's files (tracked, plus the working tree's code) in a fresh git repository.
+    """The project's files (tracked, plus the working tree's code) in a fresh git repository, committed.
 
     Set up to run fast and offline: a ``n_actors`` demo corpus, two quick models on one protocol,
     wav2vec2 skipped for want of local weights, and a migrated MLflow store.
@@ -208,7 +225,7 @@ def make_clone(target: Path, mlflow_template: Path, n_actors: int = 3) -> Path:
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["ingest"]["demo_actors"] = n_actors
     params["featurize"]["feature_sets"] = ["handmade", "logmel", "waveform"]
-    params["train"]["models"] = ["rf", "logreg"]
+    params["train"].update(models=["rf", "logreg"], profile="full")  # exactly these, untrimmed
     params["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=3, n_val_actors=1)
     params["rf"]["n_estimators"] = 50
     params["logreg"]["features"] = ["handmade"]
@@ -218,6 +235,9 @@ def make_clone(target: Path, mlflow_template: Path, n_actors: int = 3) -> Path:
     (target / "mlflow").mkdir(exist_ok=True)
     shutil.copy(mlflow_template, target / "mlflow" / "mlflow.db")  # skip the store's migrations
     subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=target, check=True)  # a DVC experiment needs a commit
+    identity = ["-c", "user.name=tests", "-c", "user.email=tests@localhost"]
+    subprocess.run(["git", *identity, "commit", "-qm", "clone"], cwd=target, check=True)
     return target
 
 
@@ -263,14 +283,19 @@ def tiny_wav2vec2(tmp_path_factory) -> str:
     return str(save_tiny_checkpoint(tmp_path_factory.mktemp("w2v") / "tiny", n_layers=2, hidden_size=32))
 
 
-def start_prefect_server(home: Path, port: int) -> Any:
-    """A real ``prefect server start`` on 127.0.0.1:``port`` with its own home and database."""
+def start_prefect_server(home: Path, port: int, database_url: str | None = None) -> Any:
+    """A real ``prefect server start`` on 127.0.0.1:``port`` with its own home.
+
+    Its database is SQLite in ``home``, or ``database_url`` (``postgresql+asyncpg://...``).
+    """
     import subprocess
     import sys
 
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"  # else the UI calls port 4200
     command = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
     log = (home / "server.log").open("w")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,6 +17,130 @@ import soxr
 from components.errors import SerError
 
 SAMPLING_RATE = 16_000  # what every model in the pipeline consumes (wav2vec2's rate)
+# what libsndfile reads: the suffixes `ser predict` looks for in a folder
+READABLE_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3")
+BLOCK_DUR = 10.0  # seconds decoded at a time when a file is streamed: memory stays flat whatever its length
+_FILE_KINDS = {
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISFIFO: "a named pipe (FIFO)",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISDIR: "a folder",
+}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says, read before any sample is decoded."""
+
+    sampling_rate: int
+    n_frames: int
+    n_channels: int
+
+    @property
+    def audio_dur(self) -> float:
+        """Duration in seconds."""
+        return self.n_frames / self.sampling_rate
+
+
+def regular_file(path: str | Path, name: str | None = None) -> Path:
+    """``path`` if it is (or links to) a non-empty regular file; devices, FIFOs and folders are refused.
+
+    Reading ``/dev/zero`` or a FIFO named ``clip.wav`` would never end; a dangling symlink would
+    otherwise be skipped without a word.
+
+    Raises:
+        SerError: Missing, a dangling symlink, not a regular file, unreadable, or empty.
+    """
+    path, label = Path(path), name or str(path)
+    try:
+        info = path.stat()  # follows symlinks
+    except FileNotFoundError as err:
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise SerError(f"{label}: dangling symlink (its target {target} does not exist)") from err
+        raise SerError(f"{label}: file not found") from err
+    except OSError as err:
+        raise SerError(f"{label}: cannot be read ({err.strerror or err})") from err
+    for is_kind, kind in _FILE_KINDS.items():
+        if is_kind(info.st_mode):
+            raise SerError(f"{label}: not a regular file ({kind}); give an audio file")
+    if info.st_size == 0:
+        raise SerError(f"{label}: the file is empty (zero length, 0 bytes)")
+    return path
+
+
+def probe_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -> AudioInfo:
+    """Rate, length and channels from the header alone (a path must be a regular file).
+
+    Raises:
+        SerError: Not a regular file, not audio soundfile reads, or a header with no samples or no rate.
+    """
+    label = name or (str(source) if isinstance(source, (str, Path)) else "<audio bytes>")
+    if isinstance(source, (str, Path)):
+        source = regular_file(source, label)
+    elif isinstance(source, bytes):
+        if not source:
+            raise SerError(f"{label}: the file is empty (zero length, 0 bytes)")
+        source = io.BytesIO(source)
+    start = source.tell() if hasattr(source, "tell") else None
+    try:
+        info = sf.info(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        detail = getattr(err, "error_string", None) or str(err)
+        raise SerError(f"{label}: not a readable WAV/FLAC file ({detail})") from err
+    finally:
+        if start is not None:
+            source.seek(start)
+    if info.samplerate <= 0:
+        raise SerError(f"{label}: sampling rate {info.samplerate} Hz in the header is not positive")
+    if info.frames <= 0:
+        raise SerError(f"{label}: the file holds no samples (zero length)")
+    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+
+
+def iter_blocks(
+    source: str | Path | BinaryIO, block_dur: float = BLOCK_DUR, name: str | None = None
+) -> Iterator[np.ndarray]:
+    """The file's samples, ``block_dur`` seconds at a time, float32 ``(n, n_channels)``.
+
+    Raises:
+        SerError: Not a regular file, unreadable, or a block holds NaN/Inf samples.
+    """
+    label = name or (str(source) if isinstance(source, (str, Path)) else "<audio bytes>")
+    if isinstance(source, (str, Path)):
+        source = regular_file(source, label)
+    try:
+        with sf.SoundFile(source) as audio:
+            size = max(1, round(block_dur * audio.samplerate))
+            while True:
+                block = audio.read(size, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    return
+                if not np.isfinite(block).all():
+                    raise SerError(f"{label}: the file holds NaN or infinite samples")
+                yield block
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        detail = getattr(err, "error_string", None) or str(err)
+        raise SerError(f"{label}: not a readable WAV/FLAC file ({detail})") from err
+
+
+def read_frames(path: str | Path, start: int, stop: int, name: str | None = None) -> np.ndarray:
+    """Samples ``start:stop`` of a file, float32 ``(n, n_channels)``, decoding nothing else.
+
+    Raises:
+        SerError: Not a regular file, unreadable, or the range holds NaN/Inf samples.
+    """
+    label = name or str(path)
+    try:
+        file = regular_file(path, label)
+        signal, _ = sf.read(file, start=start, stop=stop, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        detail = getattr(err, "error_string", None) or str(err)
+        raise SerError(f"{label}: not a readable WAV/FLAC file ({detail})") from err
+    if not np.isfinite(signal).all():
+        raise SerError(f"{label}: the file holds NaN or infinite samples")
+    return signal
 
 
 def read_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -> tuple[np.ndarray, int]:
@@ -35,6 +163,8 @@ def read_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         raise SerError(f"{label}: the file is empty (zero length, 0 bytes)")
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    elif isinstance(source, (str, Path)):
+        source = regular_file(source, label)  # /dev/zero or a FIFO would be read for ever
     try:
         signal, sampling_rate = sf.read(source, dtype="float32", always_2d=True)
     except FileNotFoundError as err:

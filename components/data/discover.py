@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from components.data.audio import READABLE_SUFFIXES, regular_file
 from components.errors import SerError
 from components.data.ravdess import AUDIO_EXTENSIONS, ClipLabels, parse_name
 
 ZIP_SEPARATOR = "::"  # "archive.zip::Actor_01/03-01-….wav" names a member of a zip
 _ACTOR_DIR = re.compile(r"^Actor_(\d+)$", re.IGNORECASE)
+_OTHER_FORMAT = "{suffix} audio is not a RAVDESS clip (RAVDESS is WAV; the pipeline reads .wav/.flac)"
 
 
 @dataclass(frozen=True)
@@ -37,13 +42,35 @@ class Discovery:
 
 
 def read_bytes(location: str) -> bytes:
-    """Read a discovered file, on disk or inside a zip (``zip::member``)."""
+    """Read a discovered file, on disk or inside a zip (``zip::member``).
+
+    On disk only a regular file is read: a ``.wav`` linked to ``/dev/zero`` would never end.
+    """
     archive, sep, member = location.partition(ZIP_SEPARATOR)
     try:
         if not sep:
-            return Path(location).read_bytes()
+            return regular_file(location).read_bytes()
         with zipfile.ZipFile(archive) as zf:
             return zf.read(member)
+    except (OSError, KeyError, zipfile.BadZipFile) as err:
+        raise SerError(f"{location}: cannot be read ({err})") from err
+
+
+@contextlib.contextmanager
+def open_location(location: str) -> Iterator[BinaryIO]:
+    """Open a discovered file for streaming, on disk (a regular file only) or inside a zip.
+
+    Raises:
+        SerError: Missing, a dangling symlink, a device or FIFO, empty, or unreadable.
+    """
+    archive, sep, member = location.partition(ZIP_SEPARATOR)
+    try:
+        if not sep:
+            with regular_file(location).open("rb") as file:
+                yield file
+            return
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as file:
+            yield file
     except (OSError, KeyError, zipfile.BadZipFile) as err:
         raise SerError(f"{location}: cannot be read ({err})") from err
 
@@ -69,8 +96,11 @@ def _walk_folder(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
         for name in sorted(names):
             if name.startswith("._"):
                 continue  # macOS resource forks
-            if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+            suffix = Path(name).suffix.lower()
+            if suffix in AUDIO_EXTENSIONS:
                 found.append(os.path.join(folder, name))
+            elif suffix in READABLE_SUFFIXES:  # `ser predict` reads it: say why it is not a clip here
+                problems.append((os.path.join(folder, name), _OTHER_FORMAT.format(suffix=suffix)))
     return found, problems
 
 
@@ -78,6 +108,37 @@ def _zip_members(archive: Path) -> list[str]:
     from components.data.archive import iter_zip_audio
 
     return [name for name, _ in iter_zip_audio(archive)]
+
+
+def list_audio(
+    root: str | Path, corpus: str = "RAVDESS"
+) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """Every audio file under a folder (recursively, sorted) or inside a zip, by location.
+
+    Args:
+        root: A folder, or a ``.zip`` file.
+        corpus: The corpus named in the error message.
+
+    Returns:
+        ``(locations, relatives, unlisted)``: where each file is (a path or ``zip::member``),
+        its path relative to ``root`` (POSIX in a zip), and folders that could not be listed.
+
+    Raises:
+        SerError: ``root`` does not exist, or is neither a folder nor a readable zip.
+    """
+    root = Path(root)
+    if root.is_dir():
+        locations, unlisted = _walk_folder(root)
+        return locations, [os.path.relpath(loc, root) for loc in locations], unlisted
+    if root.is_file() and root.suffix.lower() == ".zip":
+        try:
+            members = _zip_members(root)
+        except zipfile.BadZipFile as err:
+            raise SerError(f"{root}: not a readable zip file ({err})") from err
+        return [f"{root}{ZIP_SEPARATOR}{m}" for m in members], members, []
+    if root.exists():
+        raise SerError(f"{root}: expected a folder or a .zip of {corpus} audio")
+    raise SerError(f"{root}: no such folder or zip file")
 
 
 def discover(root: str | Path) -> Discovery:
@@ -97,23 +158,8 @@ def discover(root: str | Path) -> Discovery:
     Raises:
         SerError: ``root`` does not exist, or is neither a folder nor a readable zip.
     """
-    root = Path(root)
     result = Discovery()
-    if root.is_dir():
-        locations, result.rejected = _walk_folder(root)
-        relatives = [os.path.relpath(loc, root) for loc in locations]
-    elif root.is_file() and root.suffix.lower() == ".zip":
-        try:
-            members = _zip_members(root)
-        except zipfile.BadZipFile as err:
-            raise SerError(f"{root}: not a readable zip file ({err})") from err
-        locations = [f"{root}{ZIP_SEPARATOR}{m}" for m in members]
-        relatives = members
-    elif root.exists():
-        raise SerError(f"{root}: expected a folder or a .zip of RAVDESS audio")
-    else:
-        raise SerError(f"{root}: no such folder or zip file")
-
+    locations, relatives, result.rejected = list_audio(root)
     first_seen: dict[str, str] = {}
     for location, relative in zip(locations, relatives, strict=True):
         try:

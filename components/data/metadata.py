@@ -9,18 +9,21 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import PurePath
+from pathlib import Path, PurePath
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 
-from components.data.audio import read_audio
-from components.data.discover import ZIP_SEPARATOR, AudioFile, Discovery, read_bytes
+from components.data.audio import iter_blocks, probe_audio
+from components.data.clip_checks import ClipLimits, check_header
+from components.data.discover import ZIP_SEPARATOR, AudioFile, Discovery, open_location
 from components.errors import SerError
 from components.data.ravdess import FIELDS, parse_name
 
 CLIPPED_LEVEL = 0.999  # |x| at or above this share of full scale counts as a clipped sample
 FRAME_DUR = 0.025  # seconds; frames for the silence measure (a common speech analysis frame)
+HASH_CHUNK = 1 << 20  # bytes hashed at a time
 LABEL_COLUMNS: tuple[str, ...] = (*FIELDS, "gender", "channel_name", "emotion_name")
 STAT_COLUMNS: tuple[str, ...] = (
     "sampling_rate",
@@ -47,6 +50,66 @@ CLIP_DTYPES: dict[str, str] = {
 }
 
 
+class LevelMeter:
+    """The level statistics of :func:`describe_signal`, gathered block by block (flat memory).
+
+    Args:
+        sampling_rate: The signal's rate in Hz.
+        n_channels: Its channel count.
+        silence_dbfs: A frame varying by less than this many dBFS around its mean is silent.
+        frame_dur: Length in seconds of the non-overlapping frames of the silence measure.
+    """
+
+    def __init__(
+        self, sampling_rate: int, n_channels: int, silence_dbfs: float, frame_dur: float = FRAME_DUR
+    ) -> None:
+        self.sampling_rate, self.n_channels = int(sampling_rate), int(n_channels)
+        self.frame = max(1, round(frame_dur * sampling_rate))
+        self.threshold = 10.0 ** (silence_dbfs / 10.0)  # dBFS of an RMS level, as a power
+        self.n_samples = self.n_clipped = self.n_frames = self.n_silent = 0
+        self.peak, self.sum_square = 0.0, 0.0
+        self._rest = np.empty((0, self.n_channels), np.float32)  # samples short of a whole frame
+
+    def add(self, block: np.ndarray) -> None:
+        """Take the next ``(n_samples, n_channels)`` samples."""
+        if block.shape[0] == 0:
+            return
+        magnitude = np.abs(block)
+        self.n_samples += block.shape[0]
+        self.peak = max(self.peak, float(magnitude.max()))
+        self.n_clipped += int(np.count_nonzero(magnitude >= CLIPPED_LEVEL))
+        self.sum_square += float(np.square(block, dtype=np.float64).sum()) / self.n_channels
+        data = np.concatenate([self._rest, block]) if len(self._rest) else block
+        n_whole = len(data) // self.frame
+        self._count_frames(data[: n_whole * self.frame])
+        self._rest = data[n_whole * self.frame :]
+
+    def _count_frames(self, data: np.ndarray) -> None:
+        if len(data) == 0:
+            return
+        frames = data.reshape(-1, self.frame, self.n_channels).astype(np.float64)
+        # power around each frame's mean, over all channels together: a DC offset is no sound
+        power = frames.var(axis=1).mean(axis=1)
+        self.n_frames += len(power)
+        self.n_silent += int(np.count_nonzero(power < self.threshold))
+
+    def result(self) -> dict[str, float | int]:
+        """The statistics of everything added (see :func:`describe_signal`)."""
+        n_frames, n_silent = self.n_frames, self.n_silent
+        if n_frames == 0 and len(self._rest):  # shorter than one frame: it is one frame
+            n_frames, n_silent = 1, int(self._rest.astype(np.float64).var(axis=0).mean() < self.threshold)
+        n_values = max(1, self.n_samples * self.n_channels)
+        return {
+            "sampling_rate": self.sampling_rate,
+            "n_channels": self.n_channels,
+            "audio_dur": self.n_samples / self.sampling_rate,
+            "peak": self.peak,
+            "rms": float(np.sqrt(self.sum_square / max(1, self.n_samples))),
+            "clipped_share": self.n_clipped / n_values,
+            "silent_share": n_silent / max(1, n_frames),
+        }
+
+
 def describe_signal(
     signal: np.ndarray, sampling_rate: int, silence_dbfs: float, frame_dur: float = FRAME_DUR
 ) -> dict[str, float | int]:
@@ -55,7 +118,8 @@ def describe_signal(
     Args:
         signal: Samples in [-1, 1] full scale, as :func:`components.data.audio.read_audio` returns.
         sampling_rate: Its rate in Hz.
-        silence_dbfs: A frame whose RMS (over all channels) is below this many dBFS is silent.
+        silence_dbfs: A frame whose RMS around its mean (over all channels) is below this many
+            dBFS is silent; a constant (DC-only) frame is silent too.
         frame_dur: Length in seconds of the non-overlapping frames of the silence measure.
 
     Returns:
@@ -63,51 +127,67 @@ def describe_signal(
         ``clipped_share`` (share of samples with |x| >= 0.999) and ``silent_share`` (share of
         frames below ``silence_dbfs``; a file shorter than one frame is one frame).
     """
-    n_samples, n_channels = signal.shape
-    magnitude = np.abs(signal)
-    square = np.square(signal[:, 0]) if n_channels == 1 else np.square(signal).mean(axis=1)  # over channels
-    frame = max(1, round(frame_dur * sampling_rate))
-    n_frames = max(1, n_samples // frame)
-    frame_power = (
-        (square[: n_frames * frame] if n_samples >= frame else square).reshape(n_frames, -1).mean(axis=1)
-    )
-    threshold = 10.0 ** (silence_dbfs / 10.0)  # dBFS of an RMS level, as a power
-    return {
-        "sampling_rate": int(sampling_rate),
-        "n_channels": int(n_channels),
-        "audio_dur": n_samples / sampling_rate,
-        "peak": float(magnitude.max()),
-        "rms": float(np.sqrt(square.mean(dtype=np.float64))),
-        "clipped_share": float(np.count_nonzero(magnitude >= CLIPPED_LEVEL) / magnitude.size),
-        "silent_share": float(np.count_nonzero(frame_power < threshold) / n_frames),
-    }
+    signal = np.asarray(signal, dtype=np.float32)
+    signal = signal[:, None] if signal.ndim == 1 else signal
+    meter = LevelMeter(sampling_rate, signal.shape[1], silence_dbfs, frame_dur)
+    meter.add(signal)
+    return meter.result()
 
 
-def describe_file(file: AudioFile, silence_dbfs: float, frame_dur: float = FRAME_DUR) -> dict[str, object]:
-    """One clips-table row for a discovered file.
+def describe_audio(
+    source: str | Path | BinaryIO, name: str, silence_dbfs: float, frame_dur: float = FRAME_DUR
+) -> dict[str, float | int]:
+    """:func:`describe_signal` of a file, decoded block by block (memory flat whatever its length).
 
     Raises:
-        SerError: The file cannot be read or decoded; the message starts with its location.
+        SerError: Not a regular file, unreadable, or NaN/Inf samples; the message starts with ``name``.
     """
-    data = read_bytes(file.location)
-    if not data:
-        raise SerError(f"{file.location}: the file is empty (zero length, 0 bytes)")
-    signal, sampling_rate = read_audio(data, name=file.location)
+    info = probe_audio(source, name)
+    meter = LevelMeter(info.sampling_rate, info.n_channels, silence_dbfs, frame_dur)
+    for block in iter_blocks(source, name=name):
+        meter.add(block)
+    if meter.n_samples == 0:
+        raise SerError(f"{name}: the file holds no samples (zero length)")
+    return meter.result()
+
+
+def describe_file(
+    file: AudioFile, silence_dbfs: float, frame_dur: float = FRAME_DUR, limits: ClipLimits | None = None
+) -> dict[str, object]:
+    """One clips-table row for a discovered file, read in blocks (never whole).
+
+    With ``limits``, a rate or duration out of bounds is decided from the header, and the file is
+    rejected before a sample is decoded (an hour-long file costs nothing).
+
+    Raises:
+        SerError: The file cannot be read or decoded, or its header is out of ``limits``; the
+            message starts with its location.
+    """
+    with open_location(file.location) as source:
+        info = probe_audio(source, file.location)
+        if limits is not None:
+            check_header(file.location, info.sampling_rate, info.n_frames, limits)
+        digest, size = hashlib.sha256(), 0
+        for chunk in iter(lambda: source.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+        source.seek(0)
+        stats = describe_audio(source, file.location, silence_dbfs, frame_dur)
     return {
         "clip_id": file.clip_id,
         "location": file.location,
-        "size_bytes": len(data),
-        "content_hash": hashlib.sha256(data).hexdigest(),
+        "size_bytes": size,
+        "content_hash": digest.hexdigest(),
         **file.labels.as_dict(),
-        **describe_signal(signal, sampling_rate, silence_dbfs, frame_dur),
+        **stats,
     }
 
 
-def _describe_or_reject(args: tuple[AudioFile, float, float]) -> dict[str, object] | str:
+def _describe_or_reject(args: tuple[AudioFile, float, float, ClipLimits | None]) -> dict[str, object] | str:
     """A row, or the reason the file was rejected (picklable for worker processes)."""
-    file, silence_dbfs, frame_dur = args
+    file, silence_dbfs, frame_dur, limits = args
     try:
-        return describe_file(file, silence_dbfs, frame_dur)
+        return describe_file(file, silence_dbfs, frame_dur, limits)
     except SerError as err:
         return str(err).removeprefix(f"{file.location}: ")
 
@@ -121,7 +201,7 @@ def _clip_id_of(location: str) -> str:
 
 
 def _outcomes(
-    tasks: list[tuple[AudioFile, float, float]], n_jobs: int, start_method: str | None
+    tasks: list[tuple[AudioFile, float, float, ClipLimits | None]], n_jobs: int, start_method: str | None
 ) -> list[dict[str, object] | str]:
     """Rows or reasons, in the order of ``tasks`` whatever ``n_jobs`` is."""
     if n_jobs <= 1 or len(tasks) < 2:
@@ -141,6 +221,7 @@ def build_metadata(
     frame_dur: float = FRAME_DUR,
     n_jobs: int = 1,
     start_method: str | None = None,
+    limits: ClipLimits | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every discovered file once and tabulate it, or reject it with a reason.
 
@@ -151,13 +232,15 @@ def build_metadata(
         n_jobs: Worker processes; 1 reads in this process. Row order never depends on it.
         start_method: Multiprocessing start method of the pool; default ``fork`` where the
             platform has it, else ``spawn``.
+        limits: Reject a file whose header's rate or duration is out of these bounds before
+            decoding it (with the reason the validation suite would give); None decodes every file.
 
     Returns:
         ``(clips, rejected)``: ``clips`` has the columns :data:`CLIP_COLUMNS`, one row per
         readable file in discovery order; ``rejected`` has :data:`REJECTED_COLUMNS` (``clip_id``
         empty when the name did not parse): discovery's rejects first, then unreadable files.
     """
-    tasks = [(file, silence_dbfs, frame_dur) for file in discovery.files]
+    tasks = [(file, silence_dbfs, frame_dur, limits) for file in discovery.files]
     rows: list[dict[str, object]] = []
     rejected = [(location, _clip_id_of(location), reason) for location, reason in discovery.rejected]
     for file, outcome in zip(discovery.files, _outcomes(tasks, n_jobs, start_method), strict=True):

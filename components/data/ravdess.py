@@ -53,7 +53,7 @@ _ALLOWED: dict[str, tuple[int, ...]] = {
     "repetition": REPETITIONS,
     "actor": ACTORS,
 }
-_FIELD_RE = re.compile(r"^\d\d$")
+_FIELD_RE = re.compile(r"[0-9]{2}")  # fullmatch: "$" would pass "01\n", "\d" Arabic-Indic digits
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ def parse_name(path: str | PurePath) -> ClipLabels:
     """
     name = PurePath(str(path)).name
     stem, dot, ext = name.rpartition(".")
+    name = name if name.isprintable() else ascii(name)  # a newline in a name must not break the message
     if not dot or f".{ext.lower()}" not in AUDIO_EXTENSIONS:
         raise SerError(f"{name}: not a RAVDESS audio file name (expected a .wav or .flac file)")
     parts = stem.split("-")
@@ -125,7 +126,7 @@ def parse_name(path: str | PurePath) -> ClipLabels:
         )
     values: dict[str, int] = {}
     for field, part in zip(FIELDS, parts, strict=True):
-        if not _FIELD_RE.match(part):
+        if not _FIELD_RE.fullmatch(part):
             raise SerError(f"{name}: field '{field}' is {part!r}, expected two digits")
         code = int(part)
         if code not in _ALLOWED[field]:

@@ -19,11 +19,14 @@ import pandas as pd
 from great_expectations.data_context.types import base as gx_config
 
 from components.data import ravdess
+from components.data.clip_checks import ClipLimits, header_problems, signal_problems
 from components.data.validation_report import CheckResult, ValidationReport
 
 SUITE_NAME = "clips"
 DOCS_SITE = "ser_docs"
 MAX_LISTED = 6  # missing clip ids named per warning before "…"
+# the per-clip audio checks: the suite states them for the table, clip_checks gives each file's reason
+CLIP_CHECK_COLUMNS = frozenset({"sampling_rate", "audio_dur", "peak", "silent_share", "clipped_share"})
 
 
 def add_count_columns(clips: pd.DataFrame) -> pd.DataFrame:
@@ -211,8 +214,8 @@ def find_problems(clips: pd.DataFrame, params: Mapping[str, Any]) -> pd.Series:
     """
     reasons: dict[Any, list[str]] = {index: [] for index in clips.index}
     for expectation in build_suite(params).expectations:
-        if expectation.severity != "critical":
-            continue
+        if expectation.severity != "critical" or getattr(expectation, "column", None) in CLIP_CHECK_COLUMNS:
+            continue  # the audio checks' reasons come from clip_checks, as prediction's do
         settings = {key: getattr(expectation, key, None) for key in ("min_value", "max_value")}
         for index, row in clips[failing_rows(expectation, clips)].iterrows():
             value = row.get(getattr(expectation, "column", ""))
@@ -221,6 +224,11 @@ def find_problems(clips: pd.DataFrame, params: Mapping[str, Any]) -> pd.Series:
                 reasons[index].append(expectation.meta["reason"].format(**context))
             except (KeyError, ValueError, TypeError):  # a value the template cannot show, e.g. NaN as 02d
                 reasons[index].append(f"{expectation.expectation_type} not met (value {value!r})")
+    limits = ClipLimits.from_mapping(params)
+    for index, row in clips.iterrows():
+        rate = row["sampling_rate"]
+        reasons[index] += header_problems(rate, row["audio_dur"] * rate, limits)
+        reasons[index] += signal_problems(row, limits)
     return pd.Series(["; ".join(found) for found in reasons.values()], index=clips.index, dtype=str)
 
 

@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 
 from components.data.ravdess import EMOTIONS, VOCAL_CHANNELS
+from components.errors import SerError
 from components.evaluation.dataset import Dataset, load_dataset
 from components.evaluation.metrics import compute_metrics, summarize_folds
 from components.evaluation.protocols import Split, select_subset
 from components.models import ENSEMBLE_KIND, build_model, early_stops, fit_model, reads_logmel
+from components.settings import Evaluate
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,13 @@ class FoldResult:
     n_train: int
     n_test: int
     by_channel: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # one row per test clip: clip_id, the group labels (PREDICTION_GROUPS), true and pred codes
+    predictions: pd.DataFrame | None = None
+    # a deep model's per-epoch training history (train_loss, val_recall, ...): its learning curve
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+PREDICTION_GROUPS: tuple[str, ...] = ("actor", "gender", "intensity", "statement", "vocal_channel")
 
 
 @dataclass
@@ -110,13 +119,20 @@ def _channel_metrics(
 
 
 def evaluate_splits(
-    spec: ModelSpec, data: Dataset, splits: Sequence[Split], protocol: str, subset: str
+    spec: ModelSpec,
+    data: Dataset,
+    splits: Sequence[Split],
+    protocol: str,
+    subset: str,
+    adapt_min_clips: int | None = None,
 ) -> Evaluation:
     """Fit and score ``spec`` on every split; the test clips never influence fitting.
 
     Classical models train on the training and validation actors together (they have no
     early stopping); deep models (and ensembles holding one) train on the training actors and
-    stop early on the validation actors.
+    stop early on the validation actors. With ``adapt_min_clips``, each test actor with that
+    many clips is re-centred on the training mean with all their clips, as deployed speaker
+    adaptation does (components/serving/adaptation.py; no labels used).
     """
     started = time.perf_counter()
     result = Evaluation(spec.name, protocol, subset)
@@ -128,11 +144,16 @@ def evaluate_splits(
         t0 = time.perf_counter()
         model = fit_on_rows(spec, data, train, split.val)
         t1 = time.perf_counter()
-        predicted = model.predict(data.inputs(split.test, spec.stats_sets, spec.uses_logmel))
+        inputs = data.inputs(split.test, spec.stats_sets, spec.uses_logmel)
+        if adapt_min_clips is not None:
+            inputs = _adapted(spec, data, train, split.test, inputs, adapt_min_clips)
+        predicted = model.predict(inputs)
         t2 = time.perf_counter()
         metrics = compute_metrics(y[split.test], predicted, classes=scored)
         n_test = len(split.test)
         fold = FoldResult(split.name, split.test_actors, metrics, t1 - t0, t2 - t1, len(train), n_test)
+        fold.predictions = fold_predictions(data.labels, split.test, y[split.test], predicted)
+        fold.history = dict(getattr(getattr(model, "train_result_", None), "history", None) or {})
         if subset == "all":
             fold.by_channel = _channel_metrics(data.labels, split.test, y[split.test], predicted, scored)
         result.folds.append(fold)
@@ -147,13 +168,44 @@ def evaluate_splits(
     return result
 
 
-def protocol_settings(protocol: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The ``evaluate`` settings a protocol reads."""
+def fold_predictions(
+    labels: pd.DataFrame, test: np.ndarray, y_true: np.ndarray, predicted: np.ndarray
+) -> pd.DataFrame:
+    """A fold's test clips with the labels a model card breaks results down by, and their predictions."""
+    columns = ["clip_id", *(c for c in PREDICTION_GROUPS if c in labels.columns)]
+    frame = labels.iloc[test][columns].reset_index(drop=True)
+    return frame.assign(true=np.asarray(y_true).astype(int), pred=np.asarray(predicted).astype(int))
+
+
+def pooled_predictions(result: Evaluation) -> pd.DataFrame | None:
+    """Every fold's test predictions in one table (None when the folds kept none)."""
+    frames = [fold.predictions for fold in result.folds if fold.predictions is not None]
+    if not frames or len(frames) != len(result.folds):
+        return None
+    return pd.concat(frames, ignore_index=True)
+
+
+def _adapted(
+    spec: ModelSpec, data: Dataset, train: np.ndarray, test: np.ndarray, inputs: dict, min_clips: int
+) -> dict:
+    """The test inputs with each actor's clips re-centred on the training rows' mean."""
+    from components.serving.adaptation import adapt_by_speaker
+
+    if inputs["stats"] is None:
+        raise SerError(f"{spec.name}: speaker adaptation re-centres scalar features; this model reads none")
+    reference = data.inputs(train, spec.stats_sets, False)["stats"].astype(np.float64).mean(axis=0)
+    actors = data.labels["actor"].to_numpy()[test].tolist()
+    stats, _ = adapt_by_speaker(inputs["stats"], actors, reference, min_clips)
+    return {**inputs, "stats": stats}
+
+
+def protocol_settings(protocol: str, evaluate: Evaluate) -> dict[str, Any]:
+    """The ``evaluate`` settings a protocol reads, as :func:`make_splits` takes them."""
     if protocol == "actor-kfold":
-        return {"n_folds": settings["n_folds"], "n_val_actors": settings["n_val_actors"]}
+        return {"n_folds": evaluate.n_folds, "n_val_actors": evaluate.n_val_actors}
     if protocol == "holdout":
-        return {"test_actors": settings["test_actors"], "n_val_actors": settings["n_val_actors"]}
-    return {"test_share": settings["random_test_share"], "seed": settings["random_seed"]}
+        return {"test_actors": list(evaluate.test_actors), "n_val_actors": evaluate.n_val_actors}
+    return {"test_share": evaluate.random_test_share, "seed": evaluate.random_seed}
 
 
 def prepare_data(spec: ModelSpec, features_dir: Path, subset: str, speaker_norm: bool) -> Dataset:

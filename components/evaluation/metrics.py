@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from components.data.ravdess import EMOTIONS
 from components.errors import SerError
 
 SCALAR_METRICS: tuple[str, ...] = ("accuracy", "uar", "macro_f1", "weighted_f1")
+_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 1.0}  # a value stays legible over a line
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -121,10 +124,25 @@ def summarize_folds(per_fold: list[dict]) -> dict:
     return summary
 
 
+def normalize_confusion(matrix: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """Each row as shares of its true class (rows sum to 1; a class with no clips stays all 0).
+
+    The view that suits imbalanced classes and UAR: the diagonal is each class's recall.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    row_sums = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
+
+
 def plot_confusion(
-    matrix: Sequence[Sequence[int]] | np.ndarray, class_names: Sequence[str], title: str
+    matrix: Sequence[Sequence[int]] | np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    normalized: bool = False,
 ) -> Figure:
     """Draw a confusion matrix: colours are shares of each true class, cells show counts.
+
+    With ``normalized`` the cells show the shares too (the diagonal is each class's recall).
 
     The figure is made without pyplot, so no global backend is chosen and nothing is kept
     open; save it with ``fig.savefig(...)``.
@@ -141,15 +159,15 @@ def plot_confusion(
     n = len(class_names)
     if counts.shape != (n, n):
         raise SerError(f"confusion matrix of shape {counts.shape} does not match {n} class names")
-    row_sums = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
+    shares = normalize_confusion(counts)
 
     fig = Figure(figsize=(1.0 + 0.7 * n, 0.6 + 0.7 * n), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     for (row, col), count in np.ndenumerate(counts):
         colour = "white" if shares[row, col] > 0.5 else "black"
-        ax.text(col, row, str(int(count)), ha="center", va="center", color=colour, fontsize=9)
+        text = f"{shares[row, col]:.2f}" if normalized else str(int(count))
+        ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=9)
     ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right")
     ax.set_yticks(range(n), labels=list(class_names))
     ax.set_xlabel("predicted")
@@ -157,6 +175,70 @@ def plot_confusion(
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="share of the true class")
     return fig
+
+
+def plot_recall(per_class: dict[str, dict[str, float]], title: str) -> Figure:
+    """Per-class recall as horizontal bars, with the UAR (their mean) as a line.
+
+    Args:
+        per_class: ``compute_metrics``'s ``per_class`` (``{name: {"recall": ..., "support": ...}}``).
+        title: The figure's title.
+    """
+    names = [name for name, values in per_class.items() if values["support"] > 0]
+    recalls = [per_class[name]["recall"] for name in names]
+    fig = Figure(figsize=(6.0, 0.8 + 0.35 * len(names)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(names, recalls, color="tab:blue")
+    ax.invert_yaxis()  # first class on top, as in the confusion matrix
+    if recalls:
+        ax.axvline(float(np.mean(recalls)), color="tab:red", linestyle="--", label="UAR")
+        ax.legend(loc="lower right")
+    for i, recall in enumerate(recalls):
+        ax.text(recall + 0.01, i, f"{recall:.2f}", va="center", fontsize=9, bbox=_LABEL_BOX)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("recall")
+    ax.set_title(title)
+    return fig
+
+
+def plot_learning_curves(histories: dict[str, dict[str, list[float]]], title: str) -> Figure:
+    """Training loss and validation recall per epoch, one line per fold.
+
+    Args:
+        histories: Fold name → the training loop's history (``train_loss``, ``val_recall`` ...).
+        title: The figure's title.
+    """
+    fig = Figure(figsize=(9.0, 3.5), layout="constrained")
+    loss_ax, recall_ax = fig.subplots(1, 2)
+    for fold, history in histories.items():
+        for ax, key in ((loss_ax, "train_loss"), (recall_ax, "val_recall")):
+            values = history.get(key, [])
+            ax.plot(range(1, len(values) + 1), values, marker=".", label=fold)
+    for ax, label in ((loss_ax, "training loss"), (recall_ax, "validation recall (UAR)")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    recall_ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def group_metrics(predictions: pd.DataFrame, column: str, classes: Sequence[int]) -> list[dict]:
+    """Accuracy and UAR of pooled test predictions within each value of ``column``.
+
+    Args:
+        predictions: One row per test clip: ``true`` and ``pred`` emotion codes and ``column``.
+        column: The grouping column, e.g. ``gender``, ``intensity``, ``statement``, ``vocal_channel``.
+        classes: The emotion codes scored.
+
+    Returns:
+        One row per group: ``group``, ``n``, ``accuracy``, ``uar``.
+    """
+    rows = []
+    for value, group in predictions.groupby(column, sort=True):
+        scored = compute_metrics(group["true"], group["pred"], classes=classes)
+        rows.append({"group": value, "n": scored["n"], "accuracy": scored["accuracy"], "uar": scored["uar"]})
+    return rows
 
 
 def _cell(value: object, digits: int) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,16 @@ def select_subset(labels: pd.DataFrame, subset: str) -> pd.DataFrame:
         raise SerError(f"unknown subset {subset!r}: choose one of {', '.join(SUBSETS)}")
     _require_columns(labels, ["vocal_channel"])
     return labels[labels["vocal_channel"].isin(SUBSETS[subset])]
+
+
+def _require_speakers(labels: pd.DataFrame, protocol: str) -> None:
+    """Refuse clips whose speaker is unknown (``actor`` below 0): they could sit on both sides."""
+    unknown = int((labels["actor"].to_numpy() < 0).sum())
+    if unknown:
+        raise SerError(
+            f"{unknown} clip(s) have no speaker label, so protocol {protocol!r} cannot keep speakers "
+            "apart: give speakers (a manifest's speaker column) or use cross-corpus testing"
+        )
 
 
 def _positions(mask: np.ndarray) -> np.ndarray:
@@ -189,6 +199,7 @@ def actor_kfold(labels: pd.DataFrame, n_folds: int = 6, n_val_actors: int = 2) -
         SerError: Too few actors for ``n_folds``, or for ``n_val_actors`` plus training.
     """
     _require_columns(labels, ["actor"])
+    _require_speakers(labels, "actor-kfold")
     actors = labels["actor"].to_numpy()
     present = sorted(int(a) for a in np.unique(actors))
     if n_folds < 2:
@@ -263,6 +274,7 @@ def holdout_split(
             and validation, or no training actor would be left.
     """
     _require_columns(labels, ["actor"])
+    _require_speakers(labels, "holdout")
     actors = labels["actor"].to_numpy()
     present = {int(a) for a in np.unique(actors)}
     test = _as_actors(test_actors)
@@ -288,10 +300,88 @@ def holdout_split(
     return _actor_split("holdout", actors, test, val)
 
 
+def leave_one_speaker_out(labels: pd.DataFrame, n_val_actors: int = 1) -> list[Split]:
+    """One fold per speaker: :func:`actor_kfold` with as many folds as speakers (for corpora of
+    a few speakers, e.g. EmoDB's 10 or SAVEE's 4).
+
+    Raises:
+        SerError: Fewer than two speakers, an unknown speaker, or too few for ``n_val_actors``.
+    """
+    _require_columns(labels, ["actor"])
+    _require_speakers(labels, "leave-one-speaker-out")
+    splits = actor_kfold(labels, n_folds=int(labels["actor"].nunique()), n_val_actors=n_val_actors)
+    return [replace(split, name=f"speaker-{split.test_actors[0]:02d}") for split in splits]
+
+
+def _shared_labels(labels: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Rows whose emotion occurs in both the training and the test rows (a pair is scored on
+    the labels both corpora have: a class one side never saw cannot be learnt or scored)."""
+    emotion = labels["emotion"].to_numpy()
+    return np.isin(emotion, np.intersect1d(emotion[train], emotion[test]))
+
+
+def _corpus_split(labels: pd.DataFrame, name: str, train: np.ndarray, test: np.ndarray) -> Split:
+    shared = _shared_labels(labels, train, test)
+    actors = labels["actor"].to_numpy()
+    return Split(
+        name=name,
+        train=_positions(train & shared),
+        val=np.array([], dtype=np.int64),
+        test=_positions(test & shared),
+        test_actors=tuple(sorted(int(a) for a in np.unique(actors[test]))),
+    )
+
+
+def _corpora(labels: pd.DataFrame) -> list[str]:
+    _require_columns(labels, ["corpus", "emotion", "actor"])
+    return sorted(labels["corpus"].unique())
+
+
+def cross_corpus_split(labels: pd.DataFrame, train: str, test: str) -> Split:
+    """Train on every clip of corpus ``train``, test on every clip of corpus ``test``.
+
+    Only the labels both corpora have are kept on either side (``emotion`` must hold codes of
+    one shared label set: see ``components.data.corpora.label_map``). No speaker can be on both
+    sides, so unknown speakers are allowed.
+
+    Raises:
+        SerError: A corpus is absent from the table, the two are the same, or they share no label.
+    """
+    present = _corpora(labels)
+    for role, name in (("train", train), ("test", test)):
+        if name not in present:
+            raise SerError(
+                f"cross-corpus: {role} corpus {name!r} has no clips (corpora: {', '.join(present)})"
+            )
+    if train == test:
+        raise SerError(f"cross-corpus: train and test are both {train!r}; use a within-corpus protocol")
+    corpus = labels["corpus"].to_numpy()
+    split = _corpus_split(labels, f"{train}->{test}", corpus == train, corpus == test)
+    if not len(split.test):
+        raise SerError(f"cross-corpus: {train} and {test} have no emotion label in common")
+    return split
+
+
+def leave_one_corpus_out(labels: pd.DataFrame) -> list[Split]:
+    """One fold per corpus: test on it, train on all the others, on the labels both sides have.
+
+    Raises:
+        SerError: Fewer than two corpora in the table.
+    """
+    present = _corpora(labels)
+    if len(present) < 2:
+        raise SerError(f"leave-one-corpus-out needs at least two corpora; the table has {present}")
+    corpus = labels["corpus"].to_numpy()
+    return [_corpus_split(labels, f"test-{name}", corpus != name, corpus == name) for name in present]
+
+
 PROTOCOLS: dict[str, Callable[..., Split | list[Split]]] = {
     "random": random_split,
     "actor-kfold": actor_kfold,
     "holdout": holdout_split,
+    "leave-one-speaker-out": leave_one_speaker_out,
+    "cross-corpus": cross_corpus_split,
+    "leave-one-corpus-out": leave_one_corpus_out,
 }
 
 
@@ -300,9 +390,9 @@ def make_splits(labels: pd.DataFrame, protocol: str, **settings: object) -> list
 
     Args:
         labels: The labels table the row positions refer to.
-        protocol: ``random``, ``actor-kfold`` or ``holdout``.
-        **settings: Keyword arguments of :func:`random_split`, :func:`actor_kfold` or
-            :func:`holdout_split`.
+        protocol: A key of :data:`PROTOCOLS`.
+        **settings: Keyword arguments of the protocol's function (e.g. :func:`actor_kfold`,
+            :func:`cross_corpus_split`).
 
     Raises:
         SerError: Unknown protocol or setting, or the protocol's own errors.

@@ -16,6 +16,7 @@ import numpy as np
 
 from components.errors import SerError
 from components.features import compare, egemaps, handmade, logmel, spectral, waveform, whisper
+from components.settings import Section
 
 FEATURE_SETS: tuple[str, ...] = ("handmade", "egemaps", "logmel", "waveform", "compare", "whisper_tiny_en")
 SCALAR_SETS: tuple[str, ...] = (  # one named float32 column per feature
@@ -67,12 +68,22 @@ def check_sets(feature_sets: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
-def extract_params(preprocess: Mapping[str, Any], featurize: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings extraction reads, from the ``preprocess`` and ``featurize`` params sections.
+def extract_params(
+    preprocess: Section | Mapping[str, Any], featurize: Section | Mapping[str, Any]
+) -> dict[str, Any]:
+    """The settings extraction reads, from the ``preprocess`` and ``featurize`` settings.
+
+    The sections are the typed settings (``Preprocess``, ``Featurize``) or, for a table's
+    recorded settings and tests, the same keys as a mapping. What comes back is a plain dict:
+    it is recorded in the feature tables and in the published model.
 
     Raises:
         SerError: A key is missing; the message names the section and key.
     """
+    if isinstance(preprocess, Section):
+        preprocess = preprocess.model_dump()
+    if isinstance(featurize, Section):
+        featurize = featurize.model_dump()
     wanted = {key: "preprocess" for key in _PREPROCESS_PARAMS}
     for module in _MODULES.values():
         wanted.update({key: "featurize" for key in module.PARAMS if key not in wanted})

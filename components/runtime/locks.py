@@ -1,7 +1,8 @@
 """Workspace locks: one run at a time writes a shared output (feature caches, metrics, the registry).
 
 :func:`hold_lock` takes an exclusive ``fcntl.flock`` on a lock file beside the output
-(``data/features`` → ``data/.features.lock``) and writes who holds it into that file (what, pid,
+(``metrics/train.json`` → ``metrics/.train.json.lock``), or inside a folder the run owns
+(``ser featurize --out F`` → ``F/.ser.lock``), and writes who holds it into that file (what, pid,
 host, start time), so a second run can say whom it is waiting for. The kernel drops a flock
 when the process that holds it dies, SIGKILL included: a killed run never leaves a stale lock,
 and the next run takes it at once. The file is removed when the lock is released normally.
@@ -25,31 +26,44 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import SerError
+from components.runtime import interrupts
 
 POLL_S = 0.2  # how often a waiting run tries the lock again
+INSIDE_NAME = ".ser.lock"  # the lock file of a folder locked with ``inside=True``
 _held: dict[Path, int] = {}  # lock files this process holds → nesting depth
+_cleanup_registered = False
 
 
-def lock_file(path: str | Path) -> Path:
-    """The lock file guarding ``path``: a hidden file beside it (never inside a DVC output)."""
+def _register_cleanup() -> None:
+    """An interrupted run removes the lock files it holds (the kernel frees the flocks themselves)."""
+    global _cleanup_registered
+    _cleanup_registered = True
+    interrupts.on_interrupt(lambda: [target.unlink(missing_ok=True) for target in list(_held)])
+
+
+def lock_file(path: str | Path, inside: bool = False) -> Path:
+    """The lock file guarding ``path``: a hidden file beside it, or with ``inside``, ``<path>/.ser.lock``."""
     path = Path(os.path.abspath(path))
-    return path.parent / f".{path.name}.lock"
+    return path / INSIDE_NAME if inside else path.parent / f".{path.name}.lock"
 
 
 @contextlib.contextmanager
-def hold_lock(path: str | Path, what: str, wait_s: float = 0.0) -> Iterator[None]:
+def hold_lock(path: str | Path, what: str, wait_s: float = 0.0, inside: bool = False) -> Iterator[None]:
     """Hold the workspace lock on ``path`` for the block; another holder makes this wait, then refuse.
 
     Args:
         path: The shared output this run writes (a folder or a file); need not exist yet.
         what: What this run is doing, shown to a run that finds the lock taken (e.g. ``featurize``).
         wait_s: Seconds to wait for another run to finish; 0 = refuse at once.
+        inside: ``path`` is a folder the run owns (``ser featurize --out``): keep the lock file
+            in it, so a run writes nothing outside the folder it was given. Every holder of
+            one lock must pass the same ``inside``.
 
     Raises:
         SerError: Another process still holds the lock after ``wait_s`` seconds; the message
             names it (what, pid, host, start time) and says what to do.
     """
-    target = lock_file(path)
+    target = lock_file(path, inside)
     if target in _held:
         _held[target] += 1
         try:
@@ -57,6 +71,8 @@ def hold_lock(path: str | Path, what: str, wait_s: float = 0.0) -> Iterator[None
         finally:
             _held[target] -= 1
         return
+    if not _cleanup_registered:
+        _register_cleanup()
     fd = _acquire(target, Path(path), wait_s)
     _held[target] = 1
     try:

@@ -16,26 +16,12 @@ from typing import Any
 from components.errors import SerError
 from components.features import sets
 from components.features.featurize import MapFn, ordered_map
-
-RUNNERS = ("process", "dask")
-
-
-def orchestration(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``orchestration`` section with its defaults filled in, or a SerError for an unknown runner."""
-    section = {"task_runner": "process", "dask_address": None, "dask_workers": 2}
-    section.update(settings.get("orchestration") or {})
-    if section["task_runner"] not in RUNNERS:
-        runner, known = section["task_runner"], ", ".join(RUNNERS)
-        raise SerError(f"orchestration.task_runner: unknown runner {runner!r} (known: {known})")
-    return section
+from components.settings import Orchestration
 
 
-def n_workers(settings: Mapping[str, Any]) -> int:
-    """Tasks that run at once: ``train.n_workers`` processes, or ``dask_workers`` on Dask."""
-    section = orchestration(settings)
-    if section["task_runner"] == "dask":
-        return int(section["dask_workers"])
-    return int(settings["train"]["n_workers"])
+def n_workers(orchestration: Orchestration, train_workers: int) -> int:
+    """Tasks at once: ``train_workers`` processes (``train.n_workers``), or ``dask_workers`` on Dask."""
+    return orchestration.dask_workers if orchestration.task_runner == "dask" else train_workers
 
 
 def local_cluster_kwargs(n_workers: int) -> dict[str, Any]:
@@ -65,19 +51,18 @@ def dask_client(address: str | None, n_workers: int) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def chunk_map(
-    settings: Mapping[str, Any], feature_sets: Iterable[str], params: Mapping[str, Any]
+    orchestration: Orchestration, feature_sets: Iterable[str], params: Mapping[str, Any]
 ) -> Iterator[MapFn | None]:
     """The ``map_fn`` that featurize's chunks run through: None (its own process pool) or Dask.
 
     On Dask, every worker builds its filterbanks and openSMILE object first (as the pool's
     initialiser does), and at most two chunks per worker are in flight, so memory stays flat.
     """
-    section = orchestration(settings)
-    if section["task_runner"] == "process":
+    if orchestration.task_runner == "process":
         yield None
         return
     names = sets.check_sets(feature_sets)
-    with dask_client(section["dask_address"], section["dask_workers"]) as client:
+    with dask_client(orchestration.dask_address, orchestration.dask_workers) as client:
         client.run(sets.warm_up, names, dict(params))
         ahead = 2 * max(1, len(client.scheduler_info()["workers"]))
         # pure=False: two chunks with equal contents are still two tasks, each freed when consumed

@@ -1,4 +1,4 @@
-"""Serving a registered model: the raw-audio pyfunc, batch and windowed prediction, the silence check."""
+"""Serving a registered model: the raw-audio pyfunc, batch and windowed prediction, the per-clip checks."""
 
 from typing import Any
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from components.data.audio import read_audio
+from components.data.audio import READABLE_SUFFIXES, read_frames
+from components.data.clip_checks import ClipLimits
 from components.data.ravdess import EMOTIONS, parse_name
 from components.errors import SerError
 from components.evaluation.metrics import compute_metrics, format_table
 from components.runtime.files import write_json, write_text
-from components.serving.silence import MAX_SILENT_SHARE, SILENCE_DBFS, check_not_silent
-from components.serving.windows import Window, cut_windows, mean_probabilities, plan_windows, top_k
+from components.serving.checks import check_file
+from components.serving.windows import Window, mean_probabilities, plan_windows, top_k
 
-AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3")  # libsndfile's
+AUDIO_SUFFIXES: tuple[str, ...] = READABLE_SUFFIXES
 LONG_FACTOR = 1.5  # recordings up to 1.5 x clip_dur are scored whole: the models saw whole 3-6 s clips
 PROGRESS_MIN_FILES = 20  # fewer files than this finish before a progress bar says anything useful
 CODES: dict[str, int] = {name: code for code, name in EMOTIONS.items()}
@@ -82,8 +83,8 @@ def find_audio(inputs: Iterable[str]) -> tuple[list[Path], list[FileResult]]:
             matches = _audio_under(path)
             if not matches:
                 missing.append(FileResult(item, error=f"{item}: folder holds no audio files"))
-        elif path.is_file():
-            matches = [path]
+        elif path.is_file() or path.is_symlink() or path.exists():
+            matches = [path]  # a device, FIFO or dangling link too: reading it says what is wrong
         elif glob.has_magic(item):
             hits = sorted(Path(p) for p in glob.glob(item, recursive=True))
             matches = [p for hit in hits for p in (_audio_under(hit) if hit.is_dir() else [hit])]
@@ -97,7 +98,8 @@ def find_audio(inputs: Iterable[str]) -> tuple[list[Path], list[FileResult]]:
 
 
 def _audio_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    # not only regular files: a dangling or device symlink gets its own error line, not silence
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir())
 
 
 def set_torch_threads(n_threads: int) -> None:
@@ -112,18 +114,6 @@ def set_torch_threads(n_threads: int) -> None:
     if n_threads < 1:
         raise SerError(f"--threads {n_threads}: give at least 1")
     torch.set_num_threads(n_threads)
-
-
-def silence_settings(validate: Mapping[str, Any] | None = None) -> dict[str, float]:
-    """What counts as a silent clip: ``silence_dbfs`` and ``max_silent_share`` of the ``validate`` settings.
-
-    Args:
-        validate: The ``validate`` section of the settings; None (a model used outside the
-            project) = validate's defaults, the ones a served model carries in its ``MODEL_CONFIG``.
-    """
-    if validate is None:
-        return {"silence_dbfs": SILENCE_DBFS, "max_silent_share": MAX_SILENT_SHARE}
-    return {key: float(validate[key]) for key in ("silence_dbfs", "max_silent_share")}
 
 
 def true_label(path: str | Path) -> str | None:
@@ -152,7 +142,7 @@ def predict_files(
     long_dur: float | None = None,
     batch_size: int = 32,
     progress: bool | None = None,
-    silence: Mapping[str, float] | None = None,
+    checks: ClipLimits | None = None,
 ) -> list[FileResult]:
     """Score every file; long ones window by window, all windows of all files in batches.
 
@@ -164,19 +154,20 @@ def predict_files(
         long_dur: Recordings up to this long are scored whole; default ``LONG_FACTOR * clip_dur``.
         batch_size: Windows scored per call of ``score``.
         progress: Show a progress bar (default: for :data:`PROGRESS_MIN_FILES` files or more).
-        silence: ``silence_dbfs`` and ``max_silent_share`` of the silence test of whole files
-            (default: validate's defaults, :func:`silence_settings`).
+        checks: The per-clip checks of whole files (the model's recorded ``validate`` limits;
+            default: validate's defaults). Any length is scored: ``max_audio_dur`` is not applied.
 
     Returns:
-        One result per path, in order; unreadable and silent files carry an ``error`` instead
-        of a label.
+        One result per path, in order; unreadable files and files that fail a check (rate,
+        duration, silence, DC, clipping) carry a one-line ``error`` instead of a label.
+        Files are streamed: one window at a time is decoded, so memory does not grow with length.
     """
     if batch_size < 1:
         raise SerError(f"--batch-size {batch_size}: give at least 1")
     hop_dur = clip_dur / 2 if hop_dur is None else hop_dur
     long_dur = LONG_FACTOR * clip_dur if long_dur is None else long_dur
     plan_windows(1, 1, clip_dur, hop_dur)  # a bad window setting fails once, not once per file
-    silence = silence_settings() if silence is None else silence
+    checks = (checks or ClipLimits()).without_max_dur()  # long recordings are windowed, not refused
     results = [FileResult(str(path), true_label=true_label(path)) for path in paths]
     window_probs: list[list[np.ndarray]] = [[] for _ in paths]
     names: list[str] = []
@@ -207,15 +198,19 @@ def predict_files(
 
     for index, path in enumerate(tqdm(paths, desc="predict", unit="file", disable=not show)):
         try:
-            signal, rate = read_audio(Path(path))
             # the whole file, not each window: a pause inside a long recording is no error
-            check_not_silent(signal, rate, str(path), silence["silence_dbfs"], silence["max_silent_share"])
-            windows = plan_windows(len(signal), rate, clip_dur, hop_dur, long_dur)
+            n_samples, rate = check_file(path, checks)
+            windows = plan_windows(n_samples, rate, clip_dur, hop_dur, long_dur)
         except SerError as err:
             results[index].error = str(err)
             continue
-        results[index].duration = round(len(signal) / rate, 3)
-        for window, piece in zip(windows, cut_windows(signal, windows), strict=True):
+        results[index].duration = round(n_samples / rate, 3)
+        for window in windows:
+            try:  # one window decoded at a time: memory stays flat however long the file
+                piece = read_frames(path, window.start, window.stop)
+            except SerError as err:  # changed or truncated since it was checked
+                results[index].error = str(err)
+                break
             pending.append(_Pending(index, window, piece, rate))
             if len(pending) >= batch_size:
                 flush()

@@ -3,7 +3,8 @@
 The models were trained on whole RAVDESS clips (3-6 s, features over the natural length,
 log-mels fitted to ``preprocess.clip_dur``). A recording much longer than that is scored
 window by window, each window as long as a training clip, and the file's answer is the
-mean of the windows' probabilities.
+mean of the windows' probabilities. Windows are planned from the file's length alone, so
+``ser predict`` decodes one window at a time (memory flat however long the recording).
 """
 
 from __future__ import annotations
@@ -67,11 +68,6 @@ def plan_windows(
     if starts[-1] + size < n_samples:
         starts.append(n_samples - size)
     return [Window(start, start + size, sampling_rate) for start in starts]
-
-
-def cut_windows(signal: np.ndarray, windows: Sequence[Window]) -> list[np.ndarray]:
-    """The pieces of ``signal`` (samples along the first axis, any channel count) under ``windows``."""
-    return [signal[window.start : window.stop] for window in windows]
 
 
 def mean_probabilities(probabilities: np.ndarray) -> np.ndarray:

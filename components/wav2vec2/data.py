@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from components.errors import SerError
-from components.wav2vec2.model import collate
+from components.wav2vec2.model import batch_inputs
 
 BUCKET_BATCHES = 32  # batches drawn together and sorted by length: little padding, still shuffled
 Labelled = tuple[Sequence[np.ndarray], Sequence[int] | np.ndarray]
@@ -29,15 +30,20 @@ class Clips(torch.utils.data.Dataset):
 
 
 class LabelledCollator:
-    """``[(wave, label), ...]`` to ``(input_values, attention_mask, labels)``; picklable for workers."""
+    """``[(wave, label), ...]`` to ``(inputs, mask, labels)``; picklable for workers.
 
-    def __init__(self, max_dur: float | None) -> None:
+    ``preprocessing`` is the model's (``inputs.preprocessing_of(model.config)``): standardised
+    or raw waveforms for the wav2vec2 family, log-mels for Whisper.
+    """
+
+    def __init__(self, max_dur: float | None, preprocessing: dict[str, Any] | None = None) -> None:
         self.max_dur = max_dur
+        self.preprocessing = preprocessing or {"kind": "waveform", "do_normalize": True}
 
     def __call__(
         self, items: list[tuple[np.ndarray, int]]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        values, mask = collate([wave for wave, _ in items], self.max_dur)
+        values, mask = batch_inputs(self.preprocessing, [wave for wave, _ in items], self.max_dur)
         return values, mask, torch.tensor([label for _, label in items], dtype=torch.long)
 
 

@@ -19,7 +19,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from torch import nn
 
 from components.errors import SerError
-from components.wav2vec2.model import collate, conv_sees_padding, crop_length, length_batches
+from components.wav2vec2.inputs import is_whisper, preprocessing_of, record
+from components.wav2vec2.model import batch_inputs, conv_sees_padding, crop_length, length_batches
 
 POOLINGS = ("mean", "stats")
 HEADS = ("logreg", "mlp")
@@ -27,17 +28,35 @@ ATTRS_KEY = "ser.embedding"  # DataFrame.attrs key (pandas keeps attrs through P
 
 
 def load_encoder(pretrained: str) -> nn.Module:
-    """The bare encoder (``AutoModel``: ``Wav2Vec2Model`` for wav2vec2) of local weights, in eval mode.
+    """The bare encoder of local weights, in eval mode, its preprocessing recorded in its config.
+
+    ``AutoModel`` (``Wav2Vec2Model`` for wav2vec2); for a Whisper checkpoint, its audio encoder.
 
     Raises:
         PretrainedUnavailable: ``pretrained`` is an id missing from the local cache.
     """
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
+    from components.wav2vec2 import hf_whisper
     from components.wav2vec2.pretrained import resolve_pretrained
 
     folder = resolve_pretrained(pretrained, local_only=True)
-    return AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    if is_whisper(AutoConfig.from_pretrained(folder, local_files_only=True)):
+        return record(hf_whisper.load_encoder(folder), folder)
+    return record(AutoModel.from_pretrained(folder, local_files_only=True).eval(), folder)
+
+
+def hidden_states(
+    encoder: nn.Module, inputs: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([B, layers, frames, hidden], frame mask [B, frames])`` of one batch from ``batch_inputs``."""
+    if is_whisper(encoder.config):
+        from components.wav2vec2.hf_whisper import encode
+
+        return torch.stack(encode(encoder, inputs, mask), dim=1).float(), mask
+    outputs = encoder(inputs, attention_mask=mask, output_hidden_states=True)
+    hidden = torch.stack(outputs.hidden_states, dim=1).float()
+    return hidden, encoder._get_feature_vector_attention_mask(hidden.shape[2], mask)
 
 
 def extract_embeddings(
@@ -49,11 +68,12 @@ def extract_embeddings(
     *,
     max_dur: float | None = None,
 ) -> np.ndarray:
-    """Time-pooled hidden states of every layer of a frozen wav2vec2, one row per clip.
+    """Time-pooled hidden states of every layer of a frozen wav2vec2 or Whisper encoder, one row a clip.
 
-    Frames of padding are left out of the pooling (the attention mask, reduced to frames as the
-    classifier does). When the feature encoder normalises over time (wav2vec2-base), only clips
-    of equal length share a batch, so a clip's embedding never depends on its batch.
+    Clips are prepared as the checkpoint says (``inputs.preprocessing_of``). Frames of padding
+    are left out of the pooling (the attention mask, reduced to frames as the classifier does).
+    When the feature encoder normalises over time (wav2vec2-base), only clips of equal length
+    share a batch, so a clip's embedding never depends on its batch.
 
     Args:
         pretrained: A model folder or cached id, or an encoder already loaded (:func:`load_encoder`).
@@ -80,12 +100,11 @@ def extract_embeddings(
     width = config.hidden_size * (2 if pooling == "stats" else 1)
     out = np.empty((len(waves), config.num_hidden_layers + 1, width), dtype=np.float32)
     lengths = [crop_length(len(wave), max_dur) for wave in waves]
+    preprocessing = preprocessing_of(config)
     with torch.inference_mode():
         for batch in length_batches(lengths, batch_size, equal_only=conv_sees_padding(config)):
-            values, mask = collate([waves[i] for i in batch], max_dur)
-            outputs = encoder(values.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-            hidden = torch.stack(outputs.hidden_states, dim=1).float()  # [B, layers, frames, hidden]
-            frames = encoder._get_feature_vector_attention_mask(hidden.shape[2], mask.to(device))
+            values, mask = batch_inputs(preprocessing, [waves[i] for i in batch], max_dur)
+            hidden, frames = hidden_states(encoder, values.to(device), mask.to(device))
             weights = frames.to(hidden.dtype)[:, None, :, None]
             count = weights.sum(dim=2)
             mean = (hidden * weights).sum(dim=2) / count

@@ -29,6 +29,7 @@ from components.wav2vec2.data import (
     data_signature,
     epoch_batches,
 )
+from components.wav2vec2.inputs import preprocessing_of
 from components.wav2vec2.model import crop_length
 from components.wav2vec2.predict import (
     predict_logits,
@@ -121,7 +122,8 @@ def finetune(
             ckpt.save_atomic(run.snapshot(fingerprint), folder / ckpt.LAST)
 
     lengths = np.array([crop_length(len(w), settings.max_dur) for w in train[0]])
-    dataset, collator = Clips(train[0], y_train), LabelledCollator(settings.max_dur)
+    collator = LabelledCollator(settings.max_dur, preprocessing_of(model.config))
+    dataset = Clips(train[0], y_train)
     while not state["finished"]:
         epoch, started = state["epoch"] + 1, time.perf_counter()
         batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)[state["batch_in_epoch"] :]

@@ -11,7 +11,8 @@ from torch import nn
 
 from components.errors import SerError
 from components.evaluation.metrics import compute_metrics
-from components.wav2vec2.model import collate, conv_sees_padding, crop_length, length_batches
+from components.wav2vec2.inputs import preprocessing_of
+from components.wav2vec2.model import batch_inputs, conv_sees_padding, crop_length, length_batches
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -71,10 +72,11 @@ def predict_logits(
     model.to(device).eval()
     exact = conv_sees_padding(model.config) if exact is None else exact
     lengths = [crop_length(len(wave), max_dur) for wave in waves]
+    preprocessing = preprocessing_of(model.config)  # the checkpoint's, recorded when it was built
     out = torch.empty(len(waves), model.config.num_labels)
     with torch.inference_mode():
         for batch in length_batches(lengths, batch_size, equal_only=exact):
-            values, mask = collate([waves[i] for i in batch], max_dur)
+            values, mask = batch_inputs(preprocessing, [waves[i] for i in batch], max_dur)
             with autocast(device, dtype):
                 logits = model(values.to(device), attention_mask=mask.to(device)).logits
             out[batch] = logits.float().cpu()

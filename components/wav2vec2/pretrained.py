@@ -155,6 +155,7 @@ def save_tiny_checkpoint(
     conv_dim: Sequence[int] = (32, 32, 32),
     conv_kernel: Sequence[int] = (10, 8, 8),
     conv_stride: Sequence[int] = (5, 8, 8),
+    do_normalize: bool = True,
     seed: int = 0,
 ) -> Path:
     """Write a tiny, randomly initialised wav2vec2 (config, weights, feature-extractor config).
@@ -171,6 +172,8 @@ def save_tiny_checkpoint(
         conv_dim: Channels of each convolution of the feature encoder.
         conv_kernel: Kernel size of each convolution.
         conv_stride: Stride of each convolution.
+        do_normalize: The feature extractor's per-clip standardisation (False, as some HuBERT
+            and WavLM checkpoints say).
         seed: Fixes the random weights.
 
     Returns:
@@ -199,5 +202,5 @@ def save_tiny_checkpoint(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         Wav2Vec2Model(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=do_normalize).save_pretrained(folder)
     return folder

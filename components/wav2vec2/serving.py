@@ -72,8 +72,15 @@ class Wav2Vec2Predictor:
 
     def load_model(self, folder: str | Path) -> Wav2Vec2Predictor:
         """Load the torch model from a ``save_pretrained`` folder (never from the network)."""
-        from transformers import AutoModel, AutoModelForAudioClassification
+        from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
+        from components.wav2vec2 import hf_whisper
+        from components.wav2vec2.inputs import is_whisper
+
+        if is_whisper(AutoConfig.from_pretrained(str(folder), local_files_only=True)):
+            loader = hf_whisper.load_encoder if self.kind == "embed" else hf_whisper.load_classifier
+            self.model = loader(folder)
+            return self
         loader = AutoModel if self.kind == "embed" else AutoModelForAudioClassification
         self.model = loader.from_pretrained(str(folder), local_files_only=True).eval()
         return self

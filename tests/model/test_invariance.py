@@ -94,7 +94,7 @@ def champion(ravdess_dir, tmp_path_factory, mlflow_template):
     from components.registry.promote import CHAMPION
     from components.registry.publish import refit
     from components.serving.pyfunc import EmotionPredictor
-    from components.settings import load_params
+    from components.settings import Evaluate, load_params
     from tests.conftest import ROOT
 
     root = tmp_path_factory.mktemp("invariance")
@@ -106,7 +106,7 @@ def champion(ravdess_dir, tmp_path_factory, mlflow_template):
     featurize(clips, root / "features", list(spec.stats_sets), extract, n_jobs=2, progress=False)
     data = prepare_data(spec, root / "features", "speech", speaker_norm=False)
     predictor = EmotionPredictor(
-        model=refit(spec, data, params),
+        model=refit(spec, data, Evaluate.model_validate(params["evaluate"])),
         stats_sets=spec.stats_sets,
         uses_logmel=spec.uses_logmel,
         extract=extract,
@@ -126,12 +126,13 @@ def champion(ravdess_dir, tmp_path_factory, mlflow_template):
 
 def predict(champion, paths: list[Path]) -> list[FileResult]:
     """What ``ser predict`` answers for the files (windows, batches and the silence test included)."""
-    from components.serving.predict import predict_files, silence_settings
+    from components.data.clip_checks import ClipLimits
+    from components.serving.predict import predict_files
     from components.settings import load_params
     from tests.conftest import ROOT
 
-    silence = silence_settings(load_params(ROOT / "params.yaml")["validate"])
-    return predict_files(paths, champion.predict_signals, champion.clip_dur, progress=False, silence=silence)
+    checks = ClipLimits.from_mapping(load_params(ROOT / "params.yaml")["validate"])
+    return predict_files(paths, champion.predict_signals, champion.clip_dur, progress=False, checks=checks)
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,7 @@ def test_predict_files_folders_globs_with_ravdess_summary_json_and_csv(store, cl
     assert one["true_label"] == parse_name(first).emotion_name
 
     # The same answer as the registered pyfunc gives for the file's path.
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}", model_config={"allow_paths": True})
     expected = pyfunc.predict(pd.DataFrame({"path": [str(first)]})).iloc[0]
     assert one["label"] == expected["label"] and one["confidence"] == pytest.approx(expected["confidence"])
 
@@ -197,11 +197,8 @@ def test_silent_files_get_an_error_row_and_the_others_a_label(store, tmp_path, w
     hiss = write_wav(tmp_path / "hiss.wav", quiet, 16_000, "FLOAT")
     result = invoke("predict", str(good), str(zeros), str(hiss), "--json", str(tmp_path / "out.json"))
     assert result.exit_code == 0, result.output
-    assert (
-        f"error: {zeros}: the clip is silent (every sample is zero); record or upload one with speech in it\n"
-        in result.stderr
-    )
-    assert f"error: {hiss}: the clip is silent (100% of it is below -60 dBFS);" in result.stderr
+    assert f"error: {zeros}: silent: every sample is zero\n" in result.stderr
+    assert f"error: {hiss}: silent: 100.0% of frames below -60 dBFS (max 98%)\n" in result.stderr
     assert "1 of 3 inputs predicted" in result.stderr
     files = {Path(f["file"]).name: f for f in json.loads((tmp_path / "out.json").read_text())["files"]}
     assert files["tone.wav"]["label"] in EMOTION_NAMES and files["tone.wav"]["error"] is None
@@ -232,8 +229,13 @@ def test_predict_without_a_store_is_a_clear_error(tmp_path, monkeypatch, write_w
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored after the test
     mlflow.set_tracking_uri(None)
     wav = write_wav(tmp_path / "a.wav")
-    result = invoke("predict", str(wav), "--params", str(tmp_path / "params.yaml"))
+    monkeypatch.chdir(tmp_path)  # no params.yaml here, and none named: no store either
+    result = invoke("predict", str(wav))
     assert result.exit_code == 1 and "MLFLOW_TRACKING_URI" in str(result.exception)
+    result = invoke("predict", str(wav), "--params", str(tmp_path / "params.yaml"))  # named: it must exist
+    assert result.exit_code == 1 and str(result.exception).startswith(
+        f"{tmp_path / 'params.yaml'}: no params file"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
     result = invoke("predict", str(wav))
     assert result.exit_code == 1 and "no MLflow store there" in str(result.exception)
@@ -265,15 +267,18 @@ def test_registry_show_and_rollback_through_the_cli(store):
     assert missing.exit_code == 1 and "no registered model" in str(missing.exception)
 
 
-def test_the_silence_test_is_the_one_recorded_with_the_model():
-    """ser predict, predict-batch, evaluate and the web demo read it from the model, not params.yaml."""
+def test_the_clip_checks_are_the_ones_recorded_with_the_model():
+    """ser predict, predict-batch, evaluate and the web demo read them from the model, not params.yaml."""
     from types import SimpleNamespace
 
+    from components.data.clip_checks import ClipLimits
     from components.registry.model_io import LoadedModel
-    from components.serving.silence import MAX_SILENT_SHARE, SILENCE_DBFS
 
-    recorded = {"silence_dbfs": -50.0, "max_silent_share": 0.9}
-    ours = LoadedModel("models:/x/1", None, SimpleNamespace(info={"silence": recorded}))
-    older = LoadedModel("models:/x/2", None, SimpleNamespace(info={}))  # registered before it was recorded
-    assert ours.silence == recorded
-    assert older.silence == {"silence_dbfs": SILENCE_DBFS, "max_silent_share": MAX_SILENT_SHARE}
+    recorded = {**ClipLimits().as_dict(), "min_sampling_rate": 16_000.0, "max_clipped_share": 0.05}
+    ours = LoadedModel("models:/x/1", None, SimpleNamespace(info={"clip_checks": recorded}))
+    silence_only = {"silence_dbfs": -50.0, "max_silent_share": 0.9}  # what models recorded before
+    older = LoadedModel("models:/x/2", None, SimpleNamespace(info={"silence": silence_only}))
+    oldest = LoadedModel("models:/x/3", None, SimpleNamespace(info={}))  # registered before any was
+    assert ours.clip_checks.as_dict() == recorded
+    assert older.clip_checks == ClipLimits(silence_dbfs=-50.0, max_silent_share=0.9)
+    assert oldest.clip_checks == ClipLimits()

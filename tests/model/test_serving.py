@@ -20,8 +20,10 @@ import pytest
 import soundfile as sf
 from mlflow.exceptions import MlflowException
 
+from components.data.clip_checks import ClipLimits
+from components.data.ravdess import EMOTION_NAMES
 from components.errors import SerError
-from components.serving.pyfunc import MODEL_CONFIG, SERVING_FLAG, EmotionPyfunc, decode_row
+from components.serving.pyfunc import MODEL_CONFIG, EmotionPyfunc, decode_row
 from tests.conftest import ROOT, free_port, tone, wait_until_up
 from tests.model.test_predict import MODEL_NAME, fit_tiny_predictor, registered_store  # noqa: F401
 
@@ -52,28 +54,24 @@ def test_decode_row_refuses_silent_clips_with_validates_settings():
     from components.settings import load_params
 
     validate = load_params(ROOT / "params.yaml")["validate"]  # a served model has no params.yaml
-    assert (MODEL_CONFIG["silence_dbfs"], MODEL_CONFIG["max_silent_share"]) == (
-        validate["silence_dbfs"],
-        validate["max_silent_share"],
-    )
-    silence = (MODEL_CONFIG["silence_dbfs"], MODEL_CONFIG["max_silent_share"])
+    checks = ClipLimits.from_mapping(MODEL_CONFIG)
+    assert checks.without_max_dur() == ClipLimits.from_mapping(validate).without_max_dur()
     zeros = wav_base64(np.zeros(16_000, np.float32), 16_000)
     with pytest.raises(SerError) as caught:
-        decode_row({"audio_base64": zeros}, silence=silence)
-    assert str(caught.value) == (
-        "audio_base64: the clip is silent (every sample is zero); record or upload one with speech in it"
-    )
+        decode_row({"audio_base64": zeros}, checks=checks)
+    assert str(caught.value) == "audio_base64: silent: every sample is zero"
     hiss = (1e-5 * np.random.default_rng(0).standard_normal(16_000)).tolist()  # -100 dBFS
-    with pytest.raises(SerError, match=r"^waveform: the clip is silent \(100% of it is below -60 dBFS\)"):
-        decode_row({"waveform": hiss, "sampling_rate": 16_000}, silence=silence)
+    with pytest.raises(SerError, match=r"^waveform: silent: 100\.0% of frames below -60 dBFS \(max 98%\)$"):
+        decode_row({"waveform": hiss, "sampling_rate": 16_000}, checks=checks)
     assert decode_row({"audio_base64": zeros})[0].shape == (16_000, 1)  # no settings: no test
-    assert decode_row({"audio_base64": wav_base64(tone(), 16_000)}, silence=silence)[1] == 16_000
+    assert decode_row({"audio_base64": wav_base64(tone(), 16_000)}, checks=checks)[1] == 16_000
 
 
-def test_pyfunc_raises_invalid_parameter_value_and_refuses_paths_when_served(demo_features, monkeypatch):
+def test_pyfunc_raises_invalid_parameter_value_and_refuses_paths_when_served(demo_features):
     model = EmotionPyfunc()
     model.predictor = fit_tiny_predictor(demo_features / "data" / "features")
-    model.allow_paths, model.max_audio_dur, model.max_audio_bytes = None, 30.0, 10_000_000
+    # model_config {"allow_paths": true}: what components.registry.model_io.load_model passes in-process
+    model.allow_paths, model.max_audio_dur, model.max_audio_bytes = True, 30.0, 10_000_000
     wav = next((demo_features / "data" / "raw" / "speech").rglob("*.wav"))
     in_process = model.predict(None, pd.DataFrame({"path": [str(wav)]}))
     assert in_process["label"].iloc[0] in model.predictor.class_names
@@ -87,20 +85,40 @@ def test_pyfunc_raises_invalid_parameter_value_and_refuses_paths_when_served(dem
     with pytest.raises(MlflowException) as caught:
         model.predict(None, pd.DataFrame({"audio_base64": [wav_base64(tone(), 16_000), silent]}))
     assert caught.value.get_http_status_code() == 400
-    assert caught.value.message == (
-        "input row 1: audio_base64: the clip is silent (every sample is zero); "
-        "record or upload one with speech in it"
-    )
-    model.silence_dbfs = None  # model_config {"silence_dbfs": null} lifts the test
+    assert caught.value.message == "input row 1: audio_base64: silent: every sample is zero"
+    model.checks = ClipLimits(silence_dbfs=None)  # model_config {"silence_dbfs": null} lifts the test
     assert len(model.predict(None, pd.DataFrame({"audio_base64": [silent]}))) == 1
     with pytest.raises(MlflowException, match="no input rows"):
         model.predict(None, pd.DataFrame({"audio_base64": []}))
 
-    monkeypatch.setenv(SERVING_FLAG, "true")  # what MLflow's scoring server sets
-    with pytest.raises(MlflowException, match="path inputs are disabled on this server"):
-        model.predict(None, pd.DataFrame({"path": [str(wav)]}))
-    model.allow_paths = True  # model_config {"allow_paths": true} turns them back on
+    for logged in (False, None):  # the logged default, as a scoring server keeps it; null (older models)
+        model.allow_paths = logged
+        with pytest.raises(MlflowException, match="path inputs are disabled on this server"):
+            model.predict(None, pd.DataFrame({"path": [str(wav)]}))
+    model.allow_paths = True
     assert model.predict(None, pd.DataFrame({"path": [str(wav)]})).equals(in_process)
+
+
+def test_path_access_is_decided_by_model_config_alone(registered_store, demo_features, monkeypatch):  # noqa: F811
+    """Logged ``allow_paths: false`` keeps a server's files closed; ``ser``'s in-process loader opts in.
+
+    No MLflow-internal variable takes part: setting the one MLflow's scoring server sets changes nothing.
+    """
+    import mlflow
+
+    from components.registry.model_io import load_model
+
+    uri = f"models:/{MODEL_NAME}@champion"
+    wav = next((demo_features / "data" / "raw" / "speech").rglob("*.wav"))
+    rows = pd.DataFrame({"path": [str(wav)]})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{registered_store / 'mlflow.db'}")
+    assert mlflow.models.Model.load(uri).flavors["python_function"]["config"]["allow_paths"] is False
+    with pytest.raises(MlflowException, match="path inputs are disabled on this server"):
+        mlflow.pyfunc.load_model(uri).predict(rows)  # what `mlflow models serve` loads, flag or not
+    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+    assert load_model(uri).pyfunc.predict(rows)["label"].iloc[0] in EMOTION_NAMES
+    for module in (ROOT / "components").rglob("*.py"):
+        assert "_MLFLOW_" not in module.read_text(), f"{module}: reads a private MLflow variable"
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +195,9 @@ def test_served_model_answers_base64_wav_and_rejects_bad_input_with_400(
     assert len(probs) == 8 and abs(sum(probs.values()) - 1) < 1e-6
     assert answers[0]["label"] == max(probs, key=probs.get).removeprefix("prob_")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{registered_store / 'mlflow.db'}")
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")  # the same model, in-process
+    pyfunc = mlflow.pyfunc.load_model(  # the same model, in-process, reading the caller's own files
+        f"models:/{MODEL_NAME}@champion", model_config={"allow_paths": True}
+    )
     expected = pyfunc.predict(pd.DataFrame({"path": [str(wav)]})).iloc[0]
     assert answers[0]["label"] == expected["label"]
     assert answers[0]["confidence"] == pytest.approx(expected["confidence"], abs=1e-9)
@@ -206,7 +226,9 @@ def test_served_model_answers_base64_wav_and_rejects_bad_input_with_400(
         server, {"dataframe_split": {"columns": ["audio_base64"], "data": [[clip], [silent]]}}
     )
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert (  # MLflow's server puts its own "Failed to predict data ..." before the model's message
-        "input row 1: audio_base64: the clip is silent (every sample is zero); "
-        "record or upload one with speech in it"
-    ) in body["message"]
+    # MLflow's server puts its own "Failed to predict data ..." before the model's message
+    assert "input row 1: audio_base64: silent: every sample is zero" in body["message"]
+    one_hz = wav_base64(tone(3.0), 1)  # header-checked: never decoded as 13 hours of audio
+    status, body = post(server, {"dataframe_split": {"columns": ["audio_base64"], "data": [[one_hz]]}})
+    assert status == 400
+    assert "input row 0: audio_base64: sampling rate 1 Hz outside [8000, 96000]" in body["message"]

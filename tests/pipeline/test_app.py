@@ -57,8 +57,13 @@ def bad_uploads() -> dict[str, tuple[bytes, str]]:
         "inf.wav": (wav_bytes(inf, subtype="FLOAT"), "NaN or infinite samples"),
         "long.wav": (wav_bytes(tone(31.0, sampling_rate=8_000), 8_000), "over the limit of 30 s"),
         "big.wav": (bytes(10_000_001), "over the limit of 10 MB"),
-        "zeros.wav": (wav_bytes(np.zeros(48_000, np.float32)), "silent (every sample is zero)"),
-        "quiet.wav": (wav_bytes(quiet), "silent (100% of it is below -60 dBFS)"),
+        "zeros.wav": (wav_bytes(np.zeros(48_000, np.float32)), "silent: every sample is zero"),
+        "quiet.wav": (wav_bytes(quiet), "silent: 100.0% of frames below -60 dBFS"),
+        # validate's other per-clip checks, with the model's recorded limits
+        "one_hz.wav": (wav_bytes(tone(3.0), 1), "sampling rate 1 Hz outside [8000, 96000]"),
+        "ten_ms.wav": (wav_bytes(tone(0.01)), "duration 0.01 s outside [0.5, ∞] s"),
+        "dc.wav": (wav_bytes(np.full(48_000, 0.5, np.float32), 16_000, "FLOAT"), "constant: 100.0% of"),
+        "square.wav": (wav_bytes(np.sign(np.sin(np.arange(48_000) / 8.0))), "clipped: 100.0% of samples"),
     }
 
 

@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from components.data.discover import discover
 from components.data.metadata import build_metadata
 from components.data.synth import write_corpus
-from components.errors import SerError
 from components.runtime.runners import n_workers
+from components.settings import Settings
 from flows.featurize import extract_features
 from flows.train import task_runner
 from tests.conftest import ROOT
@@ -20,10 +21,10 @@ SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
 SETS = ["handmade", "logmel"]  # the quick sets: what matters here is the runner, not the extractors
 
 
-def with_runner(runner: str, **extra) -> dict:
+def with_runner(runner: str, **extra) -> Settings:
     settings = copy.deepcopy(SETTINGS)
     settings["orchestration"] = {**settings["orchestration"], "task_runner": runner, **extra}
-    return settings
+    return Settings.model_validate(settings)
 
 
 def test_dask_featurize_writes_the_same_tables_as_local_processes(tmp_path):
@@ -43,12 +44,13 @@ def test_train_runs_on_the_runner_the_settings_name():
     from prefect.task_runners import ProcessPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    assert isinstance(task_runner(SETTINGS), ProcessPoolTaskRunner)  # the default
+    assert isinstance(task_runner(Settings.model_validate(SETTINGS)), ProcessPoolTaskRunner)  # the default
     local = task_runner(with_runner("dask", dask_workers=3))
     assert isinstance(local, DaskTaskRunner)
     assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["threads_per_worker"] == 1
-    assert n_workers(with_runner("dask", dask_workers=3)) == 3
+    assert n_workers(with_runner("dask", dask_workers=3).orchestration, train_workers=2) == 3
+    assert n_workers(with_runner("process").orchestration, train_workers=2) == 2
     remote = task_runner(with_runner("dask", dask_address="tcp://scheduler:8786"))
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://scheduler:8786"
-    with pytest.raises(SerError, match="task_runner"):
-        task_runner(with_runner("ray"))
+    with pytest.raises(ValidationError, match=r"orchestration\.task_runner"):  # refused when read
+        with_runner("ray")

@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from components.settings import Settings
 from tests.conftest import ROOT, free_port, make_clone, serve_deployments, start_prefect_server, stop
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -44,19 +45,20 @@ def test_prefect_yaml_entrypoints_are_the_flows_and_take_their_parameters():
 def test_the_committed_prefect_yaml_is_the_deployment_table_rendered():
     from flows.deploy import prefect_yaml
 
-    rendered = prefect_yaml(PARAMS)
+    rendered = prefect_yaml(Settings.model_validate(PARAMS))
     assert (ROOT / "prefect.yaml").read_text() == rendered, (
         "prefect.yaml differs from flows/deploy.py's table: run `python -m flows.deploy --write-prefect-yaml`"
     )
     changed = {**PARAMS, "retrain": {**PARAMS["retrain"], "schedule": None}}
-    (retrain,) = [d for d in yaml.safe_load(prefect_yaml(changed))["deployments"] if d["name"] == "retrain"]
+    rendered = yaml.safe_load(prefect_yaml(Settings.model_validate(changed)))
+    (retrain,) = [d for d in rendered["deployments"] if d["name"] == "retrain"]
     assert retrain["schedules"] == []  # on demand only
 
 
 def test_make_flows_serves_the_prefect_yaml_deployments_but_the_gpu_one():
     from flows.deploy import build_deployments
 
-    served = {d.name: d for d in build_deployments(PARAMS)}
+    served = {d.name: d for d in build_deployments(Settings.model_validate(PARAMS))}
     pooled = {d["name"]: d for d in PREFECT_YAML["deployments"]}
     assert set(pooled) - set(served) == {"wav2vec2-finetune"} and set(served) <= set(pooled)
     for name, deployment in served.items():
@@ -78,14 +80,14 @@ def test_served_deployments_follow_params():
     from flows.deploy import build_deployments
 
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())
-    built = {d.name: d for d in build_deployments(settings)}
+    built = {d.name: d for d in build_deployments(Settings.model_validate(settings))}
     assert set(built) == {"retrain", "evaluate", "predict-batch"}
     (schedule,) = built["retrain"].schedules
     assert schedule.schedule.cron == settings["retrain"]["schedule"]
     assert built["evaluate"].parameters == {"source": settings["ingest"]["source"]}
 
     settings["retrain"]["schedule"] = None  # on demand only
-    assert not {d.name: d for d in build_deployments(settings)}["retrain"].schedules
+    assert not {d.name: d for d in build_deployments(Settings.model_validate(settings))}["retrain"].schedules
 
 
 def test_serving_without_a_server_says_how_to_start_one():
@@ -99,39 +101,63 @@ def test_serving_without_a_server_says_how_to_start_one():
     assert "make prefect-ui" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_overrides_keep_params_comments_and_report_changes(tmp_path):
+def test_overrides_set_only_what_changes_and_the_profiles_model_list():
     from components.errors import SerError
-    from flows.retrain import apply_overrides
+    from flows.retrain import describe_changes, overrides
 
-    params = tmp_path / "params.yaml"
-    params.write_text((ROOT / "params.yaml").read_text())
-    assert apply_overrides(params, None, None, None) == []
-    changes = apply_overrides(params, "/data/ravdess", ["svm", "rf"], "random")
-    assert len(changes) == 3
+    params = json.loads(json.dumps(PARAMS))
+    params["train"]["profile"] = "full"
+    assert overrides(params, None, None, None) == {}
+    wanted = overrides(params, "/data/ravdess", ["svm", "rf"], "random")
+    assert list(wanted) == ["ingest.source", "train.models", "evaluate.runs"]
+    primary = {"protocol": "random", "subset": PARAMS["evaluate"]["runs"][0]["subset"]}
+    assert wanted["evaluate.runs"][0] == primary
+    assert len(wanted["evaluate.runs"]) == len({json.dumps(r) for r in wanted["evaluate.runs"]})
+    changes = describe_changes(params, wanted)
     assert changes[0] == 'ingest.source: "demo" → "/data/ravdess"'
     assert changes[1].startswith("train.models: [") and changes[1].endswith('→ ["svm", "rf"]')
-    assert changes[2].startswith("evaluate.runs:")
-    written = yaml.safe_load(params.read_text())
-    assert written["ingest"]["source"] == "/data/ravdess" and written["train"]["models"] == ["svm", "rf"]
-    primary = {"protocol": "random", "subset": PARAMS["evaluate"]["runs"][0]["subset"]}
-    assert written["evaluate"]["runs"][0] == primary
-    assert len(written["evaluate"]["runs"]) == len({json.dumps(r) for r in written["evaluate"]["runs"]})
-    text = params.read_text()
-    assert "; the first is the primary one" in text and "# the original project's baseline" in text
-    assert apply_overrides(params, "/data/ravdess", ["svm", "rf"], "random") == []  # nothing new
+    params["train"]["profile"] = "quick"  # the models of the profile in effect
+    assert list(overrides(params, None, ["svm", "rf"], None)) == ["train.quick.models"]
+    full = overrides(params, None, ["svm", "rf"], None, profile="full")
+    assert list(full) == ["train.profile", "train.models"]
+    assert overrides(params, None, params["train"]["quick"]["models"], None) == {}  # nothing new
     with pytest.raises(SerError, match=r"no params\.yaml model section for nope"):
-        apply_overrides(params, None, ["svm", "nope"], None)
+        overrides(params, None, ["svm", "nope"], None)
 
 
-def test_repro_output_is_read_into_stages_run_and_skipped():
-    from flows.retrain import parse_repro
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/data/rav dess",
+        "it's\\here\\",
+        "C:\\corpus\\'x'",
+        ["svm", "rf"],
+        [{"protocol": "random", "subset": "all"}, {"protocol": "actor-kfold", "subset": "speech"}],
+        True,
+        None,
+        3,
+        0.25,
+    ],
+)
+def test_set_param_values_reach_params_yaml_unchanged_through_dvcs_parser(tmp_path, value):
+    from dvc.utils.hydra import apply_overrides
 
-    log = parse_repro(
-        "Running stage 'ingest':\n> python -m flows.ingest\n"
-        "ingest: source 'demo' unchanged since the last run; nothing to do\n"
-        "Stage 'validate' didn't change, skipping\nRunning stage 'train':\n> python -m flows.train\n"
-    )
-    assert log.ran == ["train"] and log.skipped == ["ingest", "validate"] and log.ingest_unchanged
+    from flows.retrain import hydra_value
+
+    params = tmp_path / "params.yaml"
+    params.write_text("ingest:\n  source: demo  # a comment\n")
+    apply_overrides(params, [f"ingest.source={hydra_value(value)}"])  # what dvc exp run -S calls
+    assert yaml.safe_load(params.read_text())["ingest"]["source"] == value
+
+
+def test_stages_whose_lock_entry_changed_count_as_run():
+    from flows.retrain import changed_stages
+
+    before = {"ingest": {"outs": [{"md5": "a"}]}, "validate": {"deps": [1]}, "train": {"params": {"x": 1}}}
+    after = before | {"train": {"params": {"x": 2}}, "wav2vec2": {"outs": []}}
+    order = ["ingest", "validate", "featurize", "train", "wav2vec2"]
+    assert changed_stages(before, after, order) == (["train", "wav2vec2"], ["ingest", "validate"])
+    assert changed_stages({}, {}, order) == ([], [])
 
 
 def retrain_via_api(api_url: str, timeout_s: float = 1200) -> tuple[object, str]:
@@ -147,7 +173,8 @@ def retrain_via_api(api_url: str, timeout_s: float = 1200) -> tuple[object, str]
             found = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
             )
-    return run, (found[0].data if found else "")
+    summary = [a for a in found if a.type == "markdown"]  # beside it: the candidates table, the version link
+    return run, (summary[0].data if summary else "")
 
 
 @pytest.mark.slow

@@ -79,15 +79,16 @@ def test_changing_a_featurize_param_reruns_only_featurize(clone):
 
 def test_demo_fingerprint_follows_the_synthesiser_code(monkeypatch, tmp_path):
     from components.data import synth_voice
+    from components.settings import Ingest
     from flows.ingest import source_settings
 
-    params = {"source": "demo", "demo_actors": 8, "demo_seed": 0, "max_extract_bytes": 1}
-    before = source_settings(params)
+    settings = Ingest(source="demo", demo_actors=8, demo_seed=0, max_extract_bytes=1)
+    before = source_settings(settings)
     edited = tmp_path / "synth_voice.py"
     edited.write_text(Path(synth_voice.__file__).read_text() + "\n# changed\n")
     monkeypatch.setattr(synth_voice, "__file__", str(edited))
-    assert source_settings(params) != before
-    assert "synth_code" not in source_settings({**params, "source": "/some/folder"})
+    assert source_settings(settings) != before
+    assert "synth_code" not in source_settings(settings.model_copy(update={"source": "/some/folder"}))
 
 
 @pytest.fixture
@@ -133,6 +134,31 @@ def test_retrain_flow_with_no_change_retrains_nothing(clone, prefect_harness, ow
     assert versions(clone) == before
     text = latest_artifact(ARTIFACT_KEY)
     assert "Nothing was retrained" in text and "**Stages re-run**: none" in text
+
+
+def test_retrain_flow_runs_a_named_dvc_experiment_with_its_parameters(clone, prefect_harness, own_store):
+    from flows.retrain import LINK_KEY, TABLE_KEY, retrain
+
+    state = retrain(project_dir=str(clone), models=["logreg"], return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    name = summary["experiment"]
+    assert name.startswith("retrain-") and summary["stages_run"] == ["train"]
+    assert summary["params_changed"] == ['train.models: ["rf", "logreg"] → ["logreg"]']
+    assert [row["model"] for row in summary["candidates"]] == ["logreg"]
+    # the workspace keeps what the experiment set, as any workspace `dvc exp run -S` does
+    assert yaml.safe_load((clone / "params.yaml").read_text())["train"]["models"] == ["logreg"]
+    show = [str(BIN / "dvc"), "exp", "show", "--json"]
+    shown = json.loads(subprocess.run(show, cwd=clone, capture_output=True, text=True, check=True).stdout)
+    experiments = [exp for commit in shown for exp in (commit.get("experiments") or [])]
+    found = [exp for exp in experiments if exp.get("name") == name]
+    assert found, f"{name} not in dvc exp show"
+    revision = found[0]["revs"][0]["data"]
+    assert revision["params"]["params.yaml"]["data"]["train"]["models"] == ["logreg"]
+    assert revision["metrics"]["metrics/train.json"]["data"]["best"]["model"] == "logreg"
+    table = json.loads(latest_artifact(TABLE_KEY))
+    assert [row["model"] for row in table] == ["logreg"]
+    assert f"/versions/{summary['registry']['version']}" in latest_artifact(LINK_KEY)
 
 
 def test_retrain_flow_refuses_while_another_holds_the_workspace(clone, prefect_harness, own_store):
@@ -199,8 +225,10 @@ def test_evaluate_flow_scores_a_registered_version_and_logs_it(clone, prefect_ha
         project_dir=str(clone),
     )
     assert result["n_clips"] == 60 and result["n_failed"] == 0
-    assert 0.0 <= result["accuracy"] <= 1.0 and result["model_version"] == versions(clone)[-1]
-    run = MlflowClient(f"sqlite:///{clone / 'mlflow' / 'mlflow.db'}").get_run(result["run_id"])
+    client = MlflowClient(f"sqlite:///{clone / 'mlflow' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("ravdess-emotion", "champion").version  # the default model
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["model_version"] == str(champion)
+    run = client.get_run(result["run_id"])
     assert run.data.metrics["accuracy"] == pytest.approx(result["accuracy"], abs=1e-4)
     assert run.data.tags["protocol"] == "holdout" and run.data.params["test_actors"] == "3"
     state = evaluate_version(

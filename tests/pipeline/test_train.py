@@ -74,7 +74,9 @@ def test_train_logs_every_model_registers_and_gates_the_champion(workspace, mlfl
     wav = sorted((workspace / "data" / "raw" / "speech" / "Actor_01").glob("*.wav"))[0]
     code = (
         "import json, sys, mlflow, pandas as pd;"
-        f"m = mlflow.pyfunc.load_model('models:/ravdess-emotion@champion');"
+        # reading files is the caller's choice (model_config), off in a served model by default
+        "m = mlflow.pyfunc.load_model('models:/ravdess-emotion@champion',"
+        " model_config={'allow_paths': True});"
         f"print(json.dumps(m.predict(pd.DataFrame({{'path': [{str(wav)!r}]}})).iloc[0].to_dict()))"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}

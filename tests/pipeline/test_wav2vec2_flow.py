@@ -188,7 +188,8 @@ def test_embed_mode_caches_embeddings_scores_registers_and_serves(
     wav = pd.read_parquet(waveforms / "metadata" / "clips.parquet")["location"].iloc[0]
     code = (
         "import json, mlflow, pandas as pd;"
-        f"m = mlflow.pyfunc.load_model('models:/ravdess-emotion/{version.version}');"
+        f"m = mlflow.pyfunc.load_model('models:/ravdess-emotion/{version.version}',"
+        " model_config={'allow_paths': True});"
         f"print(json.dumps(m.predict(pd.DataFrame({{'path': [{wav!r}]}})).iloc[0].to_dict()))"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "OMP_NUM_THREADS": "1"}
@@ -227,6 +228,37 @@ def test_finetune_mode_trains_logs_epochs_and_resumes(workspace, waveforms, tiny
     fold_run = [r for name, r in runs_by_name(mlflow_store).items() if name.endswith("holdout/all/holdout")]
     history = client.get_metric_history(fold_run[-1].info.run_id, "val_uar")
     assert sorted(m.step for m in history) == [1, 2]  # the resumed epochs are logged too
+
+
+def test_a_whisper_checkpoint_runs_both_modes_and_its_model_serves(
+    workspace, waveforms, mlflow_store, tmp_path
+):
+    """A tiny random transformers Whisper as wav2vec2.pretrained: every layer embedded, fine-tuned, served."""
+    from components.wav2vec2.hf_whisper import save_tiny_whisper
+
+    folder = str(save_tiny_whisper(tmp_path / "whisper", max_source_positions=100))  # 2 s: longer are cut
+    overrides = {"max_dur": 1.0, "lr": 1e-3, "eval_batch_size": 8}
+    settings = stage_settings(folder, mode="both", epochs=1, batch_size=8, overrides=overrides)
+    settings["evaluate"].update(runs=[{"protocol": "holdout", "subset": "all"}], test_actors=[4])
+    out = run_stage(settings, waveforms)
+    assert out["status"] == "ok" and out["modes"] == {"embed": "ok", "finetune": "ok"}
+    assert {row["model"] for row in out["results"]} == {"wav2vec2-embed", "wav2vec2-finetune"}
+    table = pd.read_parquet(workspace / "data" / "embeddings" / "wav2vec2.parquet")
+    assert table.attrs["ser.embedding"]["shape"] == [3, 32]  # the input and both layers
+    version = out["registry"]["version"]
+    wav = pd.read_parquet(waveforms / "metadata" / "clips.parquet")["location"].iloc[0]
+    code = (
+        "import json, mlflow, pandas as pd;"
+        f"m = mlflow.pyfunc.load_model('models:/ravdess-emotion/{version}',"
+        " model_config={'allow_paths': True});"
+        f"print(json.dumps(m.predict(pd.DataFrame({{'path': [{wav!r}]}})).iloc[0].to_dict()))"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["label"] in EMOTION_NAMES
 
 
 def test_prefect_yaml_deploys_the_finetune_flow_on_the_gpu_pool():

@@ -119,6 +119,13 @@ def test_every_bad_input_gets_a_clear_message_and_no_crash(full_trial):
 
 
 @pytest.mark.slow
+def test_every_command_line_case_gets_its_expected_outcome_and_one_line(full_trial):
+    """Unwritable outputs, broken settings, tracking down, a read-only store, Ctrl-C, a 10^12 Hz row."""
+    unclear = [row for row in full_trial["cli_rows"] if not row["clear"] or row["crash"]]
+    assert len(full_trial["cli_rows"]) == 10 and unclear == [], unclear
+
+
+@pytest.mark.slow
 def test_no_raw_file_changes_and_nothing_is_written_outside_the_output_folders(full_trial):
     assert full_trial["raw_changed"] == []
     assert full_trial["written_outside"] == []

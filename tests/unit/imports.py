@@ -7,12 +7,14 @@ its function does, so it still couples the modules and still belongs in a stage'
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("components", "flows")
 SINGLE_FILES = ("cli.py", "app/demo.py")
+CODE_ROOTS = ("components", "flows", "cli.py")  # what a stage's code deps may name
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:
@@ -117,3 +119,48 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+def stage_code(command: str, modules: dict[str, Path], root: Path = ROOT) -> list[str]:
+    """The files of every project module a stage's ``python -m flows.X`` command imports, sorted."""
+    start = command.removeprefix("python -m ").strip()
+    names = closure([start], project_edges(modules))
+    return sorted(str(modules[name].relative_to(root)) for name in names)
+
+
+def write_dvc_deps(path: Path = ROOT / "dvc.yaml") -> list[str]:
+    """Rewrite each stage's code deps in dvc.yaml to its import closure; other lines stay as they are.
+
+    Returns:
+        The stages whose deps changed.
+    """
+    import yaml
+
+    stages = yaml.safe_load(path.read_text())["stages"]
+    modules = module_files()
+    lines, out, changed = path.read_text().splitlines(keepends=True), [], []
+    stage, in_deps = None, False
+    for line in lines:
+        if (match := re.fullmatch(r"  (\w+):\s*\n", line)) and match.group(1) in stages:
+            stage, in_deps = match.group(1), False
+        elif stage and re.fullmatch(r"    deps:.*\n", line):
+            in_deps = True
+            out.append(line)
+            old = [dep["path"] if isinstance(dep, dict) else dep for dep in stages[stage]["deps"]]
+            code = stage_code(stages[stage]["cmd"], modules)
+            if [d for d in old if d.split("/")[0] in CODE_ROOTS] != code:
+                changed.append(stage)
+            out.extend(f"      - {dep}\n" for dep in old if dep.split("/")[0] not in CODE_ROOTS)
+            out.extend(f"      - {dep}\n" for dep in code)
+            continue
+        elif in_deps and re.fullmatch(r"      - .*\n", line):
+            continue  # replaced above
+        else:
+            in_deps = False
+        out.append(line)
+    path.write_text("".join(out))
+    return changed
+
+
+if __name__ == "__main__":
+    print("dvc.yaml: code deps rewritten for", ", ".join(write_dvc_deps()) or "no stage (all current)")

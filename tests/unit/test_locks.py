@@ -135,16 +135,29 @@ def test_publishing_registers_and_promotes_under_one_registry_lock(mlflow_store,
 
     monkeypatch.setattr(publishing, "register", register)
     monkeypatch.setattr(publishing, "promote_if_better", promote_if_better)
+    monkeypatch.setattr(publishing, "render_card", lambda *args: "card")  # the card has its own tests
+    monkeypatch.setattr(
+        client,
+        "update_model_version",
+        lambda name, version, description: calls.append(("describe", lock.exists(), description)),
+    )
     experiment = client.create_experiment("publish")
-    best = SimpleNamespace(summary={"uar_mean": 0.5}, protocol="holdout", subset="all")
+    folds = [SimpleNamespace()] * 3
+    best = SimpleNamespace(summary={"uar_mean": 0.5}, protocol="holdout", subset="all", folds=folds)
     model = {"model_kind": "svm", "model_name": "svm", "data_version": "v1", "pretrained": "x"}
     decision = publishing.publish(
         client, "m", experiment, "parent", best, "uar", model, lambda: "runs:/r/model", {}
     )
     assert decision == Decision("7", True, "test")
-    assert [(step, held) for step, held, _ in calls] == [("register", True), ("promote", True)]
+    # registered, promoted and described (the model card names the decision) under one lock
+    assert [(step, held) for step, held, _ in calls] == [
+        ("register", True),
+        ("promote", True),
+        ("describe", True),
+    ]
     tags = calls[0][2]
     assert tags["primary_metric_value"] == "0.500000" and tags["pretrained"] == "x"
     comparable = {"data_version": "v1", "protocol": "holdout", "subset": "all", "primary_metric": "uar"}
+    comparable["n_folds"] = "3"  # a 3-fold score is not compared with a 6-fold one as the same measurement
     assert calls[1][2] == comparable
     assert not lock.exists()  # released once published

@@ -34,8 +34,9 @@ def sine(dur: float, sampling_rate: int = 16_000, amplitude: float = 0.5) -> np.
 def test_describe_signal_measures_levels() -> None:
     rate = 1000  # 25-sample frames
     signal = np.zeros((1000, 1), dtype=np.float32)
-    signal[:500, 0] = 0.5  # half the frames loud, half digital silence
-    signal[:30, 0] = 1.0  # 3% of samples at full scale
+    sign = np.where(np.arange(1000) % 2, 1.0, -1.0)  # a constant level is no sound: it alternates
+    signal[:500, 0] = 0.5 * sign[:500]  # half the frames loud, half digital silence
+    signal[:30, 0] = sign[:30]  # 3% of samples at full scale
     stats = describe_signal(signal, rate, SILENCE_DBFS)
     assert stats["audio_dur"] == 1.0 and stats["n_channels"] == 1 and stats["sampling_rate"] == rate
     assert stats["peak"] == 1.0
@@ -52,6 +53,26 @@ def test_describe_signal_stereo_and_shorter_than_a_frame() -> None:
     assert stats["rms"] == pytest.approx(0.5 / np.sqrt(2) / np.sqrt(2), rel=1e-3)
     short = describe_signal(np.full((10, 1), 1e-5, np.float32), 16_000, SILENCE_DBFS)
     assert short["silent_share"] == 1.0 and short["audio_dur"] == pytest.approx(10 / 16_000)
+
+
+def test_a_constant_signal_is_silent_around_its_offset() -> None:
+    dc = describe_signal(np.full((16_000, 1), 0.5, np.float32), 16_000, SILENCE_DBFS)
+    assert dc["silent_share"] == 1.0 and dc["rms"] == pytest.approx(0.5)
+    speech_on_offset = describe_signal((0.5 + sine(1.0, amplitude=0.01))[:, None], 16_000, SILENCE_DBFS)
+    assert speech_on_offset["silent_share"] == 0.0  # -40 dBFS of sound around the offset is sound
+
+
+def test_level_meter_in_blocks_matches_the_whole_signal() -> None:
+    from components.data.metadata import LevelMeter
+
+    rng = np.random.default_rng(0)
+    signal = (0.1 * rng.standard_normal((16_037, 2))).astype(np.float32)
+    signal[4000:9000] = 0.0
+    meter = LevelMeter(16_000, 2, SILENCE_DBFS)
+    for start in range(0, len(signal), 777):  # blocks that cut frames in two
+        meter.add(signal[start : start + 777])
+    whole = describe_signal(signal, 16_000, SILENCE_DBFS)
+    assert meter.result() == pytest.approx(whole)
 
 
 def test_build_metadata_tabulates_each_clip(tmp_path: Path, write_wav: Callable[..., Path]) -> None:

@@ -55,7 +55,7 @@ class ValidationReport:
 
     def summary(self) -> str:
         """Each rejected file with its problem, then warnings, failed expectations and counts."""
-        lines = [f"rejected {row.location}: {row.reason}" for row in self.rejected.itertuples()]
+        lines = [f"rejected {_printable(row.location)}: {row.reason}" for row in self.rejected.itertuples()]
         lines += [f"warning: {text}" for text in self.warnings]
         failed = [c for c in self.checks if not c.success]
         lines += [f"expectation not met ({c.severity}): {c.name}, {c.n_unexpected} rows" for c in failed]
@@ -77,3 +77,8 @@ class ValidationReport:
                 f"data validation failed:\n{self.summary()}\nFix or remove the rejected files, "
                 "or raise validate.max_rejected_share in params.yaml if they are expected."
             )
+
+
+def _printable(location: str) -> str:
+    """A file name on one line: one with a newline or other control characters is shown escaped."""
+    return location if location.isprintable() else ascii(location)

@@ -269,8 +269,10 @@ def test_cli_validate_names_each_bad_file_on_one_line(tmp_path):
     write(folder / CLIP.format(emotion=2), tone(3.0, 48_000), 1)
     (folder / CLIP.format(emotion=3)).symlink_to("/dev/zero")
     write(folder / CLIP.format(emotion=4), np.full(32_000, 0.5, np.float32), subtype="FLOAT")
+    newline = folder / "03-01-05-01-01-01-01\n.wav"
+    write(newline, tone(2.0))
     result = CliRunner().invoke(app, ["validate", str(folder), "--params", str(ROOT / "params.yaml")])
-    assert result.exit_code == 1 and isinstance(result.exception, SerError)  # 3 of 4 rejected: failed
+    assert result.exit_code == 1 and isinstance(result.exception, SerError)  # 4 of 5 rejected: failed
     assert "Traceback" not in result.output
     lines = result.stdout.splitlines()
     one_hz = "sampling rate 1 Hz outside [8000, 96000]; duration 144000.00 s outside [0.5, 30] s"
@@ -278,6 +280,8 @@ def test_cli_validate_names_each_bad_file_on_one_line(tmp_path):
     device = "not a regular file (a character device); give an audio file"
     assert f"rejected {folder / CLIP.format(emotion=3)}: {device}" in lines
     assert any(line.startswith(f"rejected {folder / CLIP.format(emotion=4)}: constant: ") for line in lines)
+    # a name with a newline is shown escaped: its line does not break in two
+    assert any(line.startswith(f"rejected {str(newline)!a}: ") for line in lines)
 
 
 @pytest.mark.slow  # trains and registers a small model on the demo corpus (session fixture)

@@ -148,8 +148,16 @@ def render(
     runs = sorted({(r["protocol"], r["subset"]) for r in train["results"]})
     sort_run = primary_run(train, runs)
     sources = "`metrics/train.json`" + (" and `metrics/wav2vec2.json`" if wav2vec2 is not None else "")
+    profile = train.get("profile", "full")
+    folds = sorted({r["n_folds"] for r in train["results"] if r.get("n_folds")})
+    trimmed = (
+        f" with the **quick profile** (`train.profile: quick`: {', '.join(map(str, folds))} folds, "
+        "trimmed epochs and trees; every model under every run: `dvc exp run -S train.profile=full`)"
+        if profile == "quick"
+        else ""
+    )
     lines = [
-        f"Produced by `make run` (`dvc repro`) on {corpus_line(ingest)}. "
+        f"Produced by `make run` (`dvc repro`){trimmed} on {corpus_line(ingest)}. "
         f"Rendered by `{COMMAND}` from {sources} (written {date}).",
         "",
         f"Cells: accuracy ± sd over folds / UAR; chance is 0.125. Rows sorted by {metric.upper()} on "

@@ -1318,8 +1318,8 @@ def format_report(trial: dict) -> str:
         "Not regular files (the /dev/zero link, the FIFO, the dangling link) cannot be uploaded, and the",
         "page's upload widget offers .wav/.flac/.ogg only: no web demo column for them or the .mp3.",
         "The 10-minute 48 kHz file's peak memory (flat from 1 to 60 minutes) is measured in",
-        "reports/memory.md. `ser validate` prints the name that ends in a newline as it is, so its",
-        "`rejected` line breaks in two on a terminal (the reason itself is one line).",
+        "reports/memory.md. `ser validate` shows a name with a newline escaped (Python's ascii()), so its",
+        "`rejected` line stays one line.",
         *format_cli_cases(cli, yes, cell),
     ]
     if not trial.get("resume"):

@@ -145,7 +145,7 @@ def predict_adapted(
 
 
 def probability_table(predictor: Any, proba: np.ndarray) -> pd.DataFrame:
-    """Label, confidence and ``prob_<emotion>`` columns, as ``EmotionPredictor.predict_signals`` gives."""
+    """Label, confidence and ``prob_<emotion>`` columns: what every way of predicting answers."""
     names = predictor.class_names
     table = pd.DataFrame(proba, columns=[f"prob_{name}" for name in names])
     best = proba.argmax(axis=1)

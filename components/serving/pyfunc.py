@@ -21,7 +21,7 @@ from components.data.clip_checks import ClipLimits, check_header
 from components.data.ravdess import EMOTIONS
 from components.errors import SerError
 from components.features.sets import extract_sets
-from components.serving.adaptation import SPEAKER_GROUP, predict_adapted, recorded_stats
+from components.serving.adaptation import SPEAKER_GROUP, predict_adapted, probability_table, recorded_stats
 from components.serving.checks import check_clip
 
 INPUT_COLUMNS: tuple[str, ...] = ("path", "audio_base64", "waveform", "sampling_rate")
@@ -82,13 +82,7 @@ class EmotionPredictor:
     def predict_signals(self, signals: Sequence[tuple[np.ndarray, int]]) -> pd.DataFrame:
         """Label, confidence and one probability column per emotion for raw ``(signal, rate)`` pairs."""
         prepared = [self.prepare(signal, rate) for signal, rate in signals]
-        proba = self.model.predict_proba(self.inputs(prepared))
-        names = self.class_names
-        table = pd.DataFrame(proba, columns=[f"prob_{name}" for name in names])
-        best = proba.argmax(axis=1)
-        table.insert(0, "confidence", proba[np.arange(len(proba)), best])
-        table.insert(0, "label", [names[i] for i in best])
-        return table
+        return probability_table(self, self.model.predict_proba(self.inputs(prepared)))
 
 
 def decode_row(

@@ -54,10 +54,12 @@ format: venv  ## apply ruff's fixes and formatting
 dvc-deps: venv  ## rewrite dvc.yaml's code deps to each stage's import closure (tests/unit/imports.py)
 	python -m tests.unit.imports
 
-lock: venv  ## re-resolve requirements.lock from pyproject.toml, keeping its pins (UPGRADE=1: newest versions)
+lock: venv  ## re-resolve requirements.lock from pyproject.toml, keeping its pins (UPGRADE=1: newest; TORCH_WHEELS=DIR: offline torch)
 	$(BIN)/pip install -q uv
-	# torch is installed by the recipe above; its CPU build (--torch-backend cpu) needs no CUDA packages
-	uv pip compile pyproject.toml --extra dev --no-emit-package torch --torch-backend cpu --python-version 3.11 \
+	# torch is installed by the recipe above; its CPU build (--torch-backend cpu, or a +cpu wheel in the
+	# folder TORCH_WHEELS where download.pytorch.org cannot be reached) needs no CUDA packages
+	uv pip compile pyproject.toml --extra dev --no-emit-package torch \
+		$(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--torch-backend cpu) --python-version 3.11 \
 		--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) -o requirements.lock
 	@! grep -E '^(nvidia-|cuda-|triton)' requirements.lock || { echo "error: requirements.lock pins CUDA packages"; exit 1; }
 

@@ -53,14 +53,38 @@ def data_synth(
 @data_app.command("fetch")
 def data_fetch(
     out: Annotated[Path, typer.Option(help="Folder for the downloaded zips.")] = Path("data/downloads"),
-    base_url: Annotated[str | None, typer.Option(help="Mirror to download from (default: Zenodo).")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Mirror to download from (default: Zenodo; with --corpus, http://HOST:PORT)."),
+    ] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(help="Another corpus: emodb or tess (one zip; cremad and savee say how to get them)."),
+    ] = None,
 ) -> None:
-    """Download the official RAVDESS speech and song zips (resumable, MD5-checked)."""
+    """Download the official RAVDESS speech and song zips (resumable, MD5-checked), or --corpus.
+
+    With --corpus the zip is used as it is: ser evaluate emodb=data/downloads/emodb.zip ...
+    """
+    if corpus is not None:
+        _fetch_corpus(corpus.strip().lower(), out, base_url)
+        return
     from components.data.fetch import fetch_ravdess
 
     paths = fetch_ravdess(out) if base_url is None else fetch_ravdess(out, base_url=base_url)
     for path in paths:
         typer.echo(f"{path}  ok")
+
+
+def _fetch_corpus(name: str, out: Path, mirror: str | None) -> None:
+    """``ser data fetch --corpus NAME``: one zip, its clip count and its licence."""
+    from components.data.corpora.download import fetch_corpus
+    from components.data.corpora.licences import corpus_licence
+
+    fetched = fetch_corpus(name, out, mirror)
+    part = "" if fetched.n_clips >= fetched.n_expected else f" (of {fetched.n_expected}: part of it only)"
+    typer.echo(f"{fetched.path}  ok, {fetched.n_clips} {name} clips{part}; use it as {name}={fetched.path}")
+    typer.echo(f"licence: {corpus_licence(name).licence}")
 
 
 @app.command("validate")
@@ -135,10 +159,14 @@ def evaluate_cmd(
     test: Annotated[str | None, typer.Option(help="cross-corpus: the test corpus, e.g. emodb.")] = None,
     label_set: Annotated[
         str | None,
-        typer.Option(help="CORPUS=PATH: native (RAVDESS alone, its 8 classes) or shared (the label map's)."),
+        typer.Option(
+            help="CORPUS=PATH: native (one corpus on its own labels: RAVDESS 8, EmoDB 7 ...) or shared "
+            "(the label map's; default for any corpus but RAVDESS alone)."
+        ),
     ] = None,
     label_map: Annotated[
-        Path | None, typer.Option(help="CORPUS=PATH: the shared label map (default data/label_map.yaml).")
+        Path | None,
+        typer.Option(help="CORPUS=PATH: the shared label map (default: evaluate.label_map in --params)."),
     ] = None,
     normalize: Annotated[
         str, typer.Option(help="CORPUS=PATH: none | speaker | corpus (z-scores of features, no labels).")
@@ -195,6 +223,7 @@ def evaluate_cmd(
     if unknown:
         raise SerError(f"--models: no params.yaml section for {', '.join(unknown)}")
     if any("=" in item for item in data):
+        label_map = label_map or params.resolve().parent / settings.evaluate.label_map
         options = {"train": train, "test": test, "label_set": label_set, "label_map_path": label_map}
         options |= {"normalization": normalize, "subset": subset}
         _evaluate_corpora(data, features, settings, names, protocol, options, json_out)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,15 @@ from components.data.clip_checks import ClipLimits, check_header
 from components.errors import SerError
 from components.paths import PARAMS_FILE
 from components.registry.model_io import LoadedModel, load_model, use_store
+from components.serving.adaptation import predict_files_by_speaker, recorded_stats
 from components.serving.checks import check_clip
 from components.serving.predict import FileResult, predict_files, set_torch_threads
 from components.serving.pyfunc import MAX_AUDIO_BYTES, MAX_AUDIO_DUR
 from components.settings import Settings, Tracking, find_settings
 
 METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro F1", "weighted_f1": "weighted F1"}
+AUDIO_TYPES = ["wav", "flac", "ogg"]
+SPEAKER = "upload"  # the one speaker of the upload and its same-speaker clips
 logger = logging.getLogger(__name__)
 
 
@@ -83,22 +87,50 @@ def get_model(uri: str, tracking: dict | None) -> LoadedModel:
 
 
 def predict_bytes(
-    model: LoadedModel, data: bytes, name: str, checks: ClipLimits | None = None
+    model: LoadedModel,
+    data: bytes,
+    name: str,
+    checks: ClipLimits | None = None,
+    same_speaker: Sequence[tuple[bytes, str]] = (),
 ) -> tuple[FileResult, np.ndarray, int]:
     """Score an uploaded file as ``ser predict`` would; also return its samples for the plots.
 
+    Args:
+        model: The model that answers.
+        data: The upload's bytes.
+        name: The upload's file name (for messages).
+        checks: The per-clip checks (default: the model's recorded ones).
+        same_speaker: Other clips of the upload's speaker, as ``(bytes, name)``: with them, the upload is
+            scored as ``ser predict --speaker-*`` scores one speaker's files (re-centred on the training
+            mean when there are at least the model's recorded minimum of readable clips, the upload
+            included; else plain), and ``result.adaptation`` says which.
+
     Raises:
-        SerError: The upload cannot be scored (see :func:`check_upload`) or the model failed on it.
+        SerError: The upload or one of ``same_speaker`` cannot be scored (see :func:`check_upload`), the
+            model failed on it, or ``same_speaker`` is given to a model without training statistics.
     """
     checks = checks or model.clip_checks  # the checks the model was trained with
     signal, rate = check_upload(data, name, checks)
+    for other, other_name in same_speaker:
+        check_upload(other, other_name, checks)
     suffix = Path(name).suffix or ".wav"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"clip{suffix}"
         path.write_bytes(data)
-        (result,) = predict_files(
-            [path], model.predict_signals, model.clip_dur, progress=False, checks=checks
-        )
+        if same_speaker:
+            minimum = int(recorded_stats(model.predictor, model.uri)["min_clips"])
+            paths = [path]
+            for index, (other, other_name) in enumerate(same_speaker):
+                paths.append(Path(tmp) / f"same_speaker_{index}{Path(other_name).suffix or '.wav'}")
+                paths[-1].write_bytes(other)
+            options = {"clip_dur": model.clip_dur, "progress": False, "checks": checks}
+            speakers = [SPEAKER] * len(paths)
+            found, _ = predict_files_by_speaker(paths, speakers, model.predictor, minimum, **options)
+            result = found[0]
+        else:
+            (result,) = predict_files(
+                [path], model.predict_signals, model.clip_dur, progress=False, checks=checks
+            )
     if result.error:
         raise SerError(result.error.replace(str(path), name))
     return result, to_mono(signal), rate
@@ -160,6 +192,8 @@ def show_result(result: FileResult, signal: np.ndarray, rate: int) -> None:
     st.subheader(f"Predicted emotion: {result.label}")
     top = " · ".join(f"{name} {p:.0%}" for name, p in result.top())
     st.caption(f"confidence {result.confidence:.1%} · top-3: {top} · {result.duration:.1f} s of audio")
+    if result.adaptation is not None:
+        st.caption(f"speaker adaptation: {result.adaptation}")  # ser predict's wording
     probs = pd.DataFrame({"probability": result.probabilities}).rename_axis("emotion")
     st.bar_chart(probs, y="probability", horizontal=True, sort="-probability", height=280)
     st.pyplot(signal_figure(signal, rate))
@@ -181,6 +215,24 @@ def show_result(result: FileResult, signal: np.ndarray, rate: int) -> None:
         )
 
 
+def speaker_clips(model: LoadedModel) -> list[tuple[bytes, str]]:
+    """Other clips of the same speaker, for speaker adaptation (``(bytes, name)``; none: the plain model)."""
+    try:
+        minimum = int(recorded_stats(model.predictor, model.uri)["min_clips"])
+    except SerError:  # a model published before adaptation: the page works as before
+        st.caption("Speaker adaptation: not available, this model recorded no training statistics.")
+        return []
+    with st.expander("Speaker adaptation: more clips of the same speaker"):
+        st.caption(
+            f"With {minimum} or more clips of one speaker (the clip above included), each is re-centred on "
+            "the training mean before scoring, as `ser predict --speaker-from` does."
+        )
+        others = st.file_uploader(
+            "Other clips of this speaker", type=AUDIO_TYPES, accept_multiple_files=True, key="same_speaker"
+        )
+    return [(other.getvalue(), other.name) for other in others or []]
+
+
 def main() -> None:
     """The page."""
     st.set_page_config(page_title="Speech emotion recognition", layout="wide")
@@ -195,8 +247,9 @@ def main() -> None:
         return
     show_model(model)
     upload, record = st.columns(2)
-    uploaded = upload.file_uploader("Upload a clip (WAV, FLAC, OGG)", type=["wav", "flac", "ogg"])
+    uploaded = upload.file_uploader("Upload a clip (WAV, FLAC, OGG)", type=AUDIO_TYPES)
     recorded = record.audio_input("Or record one")
+    same_speaker = speaker_clips(model)
     clip = uploaded or recorded
     if clip is None:
         st.info("Waiting for a clip.")
@@ -206,7 +259,8 @@ def main() -> None:
     try:
         with st.spinner("Predicting ..."):
             # the per-clip checks the model was trained with, as `ser predict` and the REST server apply them
-            result, signal, rate = predict_bytes(model, data, clip.name or "recording.wav", model.clip_checks)
+            name = clip.name or "recording.wav"
+            result, signal, rate = predict_bytes(model, data, name, model.clip_checks, same_speaker)
     except SerError as err:
         st.error(str(err))
         return

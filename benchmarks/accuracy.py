@@ -7,9 +7,10 @@ Reads RAVDESS_DIR (default ../shared/ravdess) and caches its features in .ser-ca
 model × normalisation result is stored in .ser-cache/accuracy-results.json with the params
 section that produced it, so several invocations (say, the slow deep models apart) build one
 report; a stored result whose params section has changed since is left out. Writes
-reports/accuracy.md (the README's results table comes from it), rendered from the stored
-results and reports/accuracy_explore.json (the configurations tried on validation actors, by
-benchmarks/accuracy_explore.py).
+reports/accuracy.md, rendered from the stored results and reports/accuracy_explore.json (the
+configurations tried on validation actors, by benchmarks/accuracy_explore.py), the deep models'
+learning curves (reports/accuracy_learning_curves.png) and the headline figures in
+reports/accuracy.json, from which benchmarks/results_table.py renders the README's real-sample table.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from typing import Any
 import numpy as np
 from common import ROOT, add_common_args, write_report
 
-from components.evaluation.evaluate import Evaluation, ModelSpec
+from components.data import ravdess
+from components.evaluation.evaluate import Evaluation, ModelSpec, pooled_predictions
 from components.evaluation.metrics import format_table
+from components.runtime.files import write_json
 from components.settings import Settings, load_params
 from flows.evaluate import evaluate_data
 
@@ -74,6 +77,17 @@ RUNS = [
     {"protocol": "actor-kfold", "subset": "all"},
     {"protocol": "random", "subset": "all"},
 ]
+GROUPS = ("gender", "intensity", "statement", "vocal_channel")  # per-group accuracy of pooled test clips
+GROUP_COLUMNS = (  # (group, stored value, column of the per-group table)
+    ("gender", "male", "male"),
+    ("gender", "female", "female"),
+    *(("intensity", str(code), name) for code, name in ravdess.INTENSITIES.items()),
+    *(("statement", str(code), f'"{name}"') for code, name in ravdess.STATEMENTS.items()),
+    *(("vocal_channel", str(code), name) for code, name in ravdess.VOCAL_CHANNELS.items()),
+)
+CURVES = "accuracy_learning_curves.png"  # beside the report: the deep models' learning curves
+OLD_SAMPLE = "Measured on the earlier sample, speech cut to 2.39 s: not comparable with the tables above."
+METRICS = ("accuracy", "uar", "weighted_f1")  # each stored as mean over folds and sd
 N_TIMED_CLIPS = 20  # single-clip predictions timed per model (median reported)
 # Quick scratch runs (classical models and one CNN variant, not kept as scripts) made before
 # benchmarks/accuracy_explore.py existed; they printed test-fold accuracy beside validation
@@ -97,7 +111,7 @@ def result_row(evaluation: Evaluation, section: dict, norm: bool) -> dict[str, A
     s, folds = evaluation.summary, evaluation.folds
     row = {"model": evaluation.model, "norm": norm}
     row |= {"protocol": evaluation.protocol, "subset": evaluation.subset}
-    for key in ("accuracy", "uar", "weighted_f1"):
+    for key in METRICS:
         row[key], row[f"{key}_sd"] = float(s[f"{key}_mean"]), float(np.nan_to_num(s[f"{key}_sd"]))
     row["folds"] = len(folds)
     row["fold_accuracy"] = [float(f.metrics["accuracy"]) for f in folds]
@@ -108,6 +122,18 @@ def result_row(evaluation: Evaluation, section: dict, norm: bool) -> dict[str, A
         row["speech_of_all"] = {
             key: float(np.nan_to_num(speech[key])) for key in ("accuracy_mean", "accuracy_sd", "uar_mean")
         }
+    pooled = pooled_predictions(evaluation)
+    if pooled is not None:  # test clips of every fold: accuracy per group (gender, intensity, ...)
+        correct = pooled["true"].to_numpy() == pooled["pred"].to_numpy()
+        row["groups"] = {
+            group: {str(value): float(correct[pooled[group].to_numpy() == value].mean()) for value in values}
+            for group in GROUPS
+            if group in pooled
+            for values in [sorted(pooled[group].unique(), key=str)]
+        }
+    histories = [f.history for f in folds if f.history]
+    if histories:  # deep models: per-epoch learning curves of each fold
+        row["history"] = histories
     row["section"] = section
     return row
 
@@ -115,22 +141,18 @@ def result_row(evaluation: Evaluation, section: dict, norm: bool) -> dict[str, A
 def time_model(name: str, settings: dict, data: Path) -> dict[str, float]:
     """One fit on the training actors of the first actor-kfold fold (speech and song, one thread),
     then the raw-audio pyfunc's predictor on single 16 kHz clips of the test actors (one thread):
-    read samples in, features and model out. Returns fit seconds and the median ms per clip."""
+    read samples in, features and model out. Returns fit seconds, the median ms per clip and the load."""
     import soundfile as sf
     import torch
     from threadpoolctl import threadpool_limits
 
     from components.evaluation.evaluate import prepare_data
-    from components.evaluation.protocols import make_splits
     from components.features.sets import extract_params
     from components.serving.pyfunc import EmotionPredictor
 
     spec = ModelSpec.from_params(name, settings[name])
     subset = prepare_data(spec, FEATURES, "all", speaker_norm=False)
-    evaluate = settings["evaluate"]
-    split = make_splits(
-        subset.labels, "actor-kfold", n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"]
-    )[0]
+    split, paths = timed_clips(subset.labels, settings["evaluate"], data)
     from components.evaluation.evaluate import fit_on_rows
 
     train = split.train if spec.early_stops else np.union1d(split.train, split.val)
@@ -141,12 +163,6 @@ def time_model(name: str, settings: dict, data: Path) -> dict[str, float]:
         fit_s = time.perf_counter() - started
         extract = extract_params(settings["preprocess"], settings["featurize"])
         predictor = EmotionPredictor(model, spec.stats_sets, spec.uses_logmel, extract, {"model": name})
-        labels = subset.labels.iloc[split.test[:N_TIMED_CLIPS]]
-        folder = {1: "speech", 2: "song"}
-        paths = [
-            data / folder[int(row.vocal_channel)] / f"Actor_{int(row.actor):02d}" / f"{row.clip_id}.wav"
-            for row in labels.itertuples()
-        ]
         signals = [sf.read(path, dtype="float32") for path in paths]
         predictor.predict_signals(signals[:1])  # warm: filterbanks, openSMILE, torch kernels
         times = []
@@ -156,6 +172,165 @@ def time_model(name: str, settings: dict, data: Path) -> dict[str, float]:
             times.append(time.perf_counter() - started)
     load = os.getloadavg()[0]  # one-minute load average: how busy the machine was while timing
     return {"fit_s": fit_s, "predict_ms": 1000 * float(np.median(times)), "load": load}
+
+
+def timed_clips(labels: Any, evaluate: dict, data: Path) -> tuple[Any, list[Path]]:
+    """The first actor-kfold fold of ``labels`` (speech and song) and the files of the first
+    N_TIMED_CLIPS clips of its test actors, whose single-clip predictions are timed."""
+    from components.evaluation.protocols import make_splits
+
+    split = make_splits(
+        labels, "actor-kfold", n_folds=evaluate["n_folds"], n_val_actors=evaluate["n_val_actors"]
+    )[0]
+    folder = {1: "speech", 2: "song"}
+    paths = [
+        data / folder[int(row.vocal_channel)] / f"Actor_{int(row.actor):02d}" / f"{row.clip_id}.wav"
+        for row in labels.iloc[split.test[:N_TIMED_CLIPS]].itertuples()
+    ]
+    return split, paths
+
+
+def timed_fold(settings: dict, data: Path) -> str:
+    """The clips behind the cost table, as :func:`time_model` picks them (the labels from the feature
+    cache, the durations from the files): how many the 10 training actors have, and how long the
+    timed test clips are."""
+    import soundfile as sf
+
+    from components.evaluation.dataset import load_dataset
+    from components.evaluation.protocols import select_subset
+
+    if not (FEATURES / "handmade.parquet").exists():
+        return "clips not counted: no feature cache here"
+    labels = select_subset(load_dataset(FEATURES, ["handmade"], False).labels, "all")
+    split, paths = timed_clips(labels, settings["evaluate"], data)
+    n_fit = len(split.train) + len(split.val)
+    if not all(path.exists() for path in paths):
+        return f"{n_fit} training clips; the timed clips' files are not here"
+    clip_dur = float(np.mean([sf.info(path).duration for path in paths]))
+    return f"{n_fit} training clips; the timed clips last {clip_dur:.2f} s on average before silence trimming"
+
+
+def describe_data(data: Path) -> str:
+    """What the sample holds, read off its files: the actors, clips per vocal channel and their
+    durations (a channel whose clips all last the same is said to be cut to that length)."""
+    import soundfile as sf
+
+    durations: dict[int, list[float]] = {}
+    actors, emotions, rates = set(), set(), set()
+    for path in sorted(data.rglob("*")):
+        if path.suffix.lower() not in ravdess.AUDIO_EXTENSIONS:
+            continue
+        labels, info = ravdess.parse_name(path), sf.info(path)
+        durations.setdefault(labels.vocal_channel, []).append(info.duration)
+        actors.add(labels.actor)
+        emotions.add(labels.emotion)
+        rates.add(info.samplerate)
+    if not durations:
+        return f"no RAVDESS clips under {data} (the sample is not on this machine)"
+    parts = []
+    for channel, durs in sorted(durations.items()):
+        name, low, high = ravdess.VOCAL_CHANNELS[channel], min(durs), max(durs)
+        if high - low < 0.01:
+            parts.append(f"{len(durs)} {name}, each cut to its first {high:.2f} s")
+        else:
+            spread = f"{low:.2f}–{high:.2f} s, median {np.median(durs):.2f} s"
+            parts.append(f"{len(durs)} {name} at full length, {spread}")
+    ids = sorted(actors)
+    contiguous = len(ids) > 1 and ids == list(range(ids[0], ids[-1] + 1))
+    span = f"{ids[0]:02d}–{ids[-1]:02d}" if contiguous else ", ".join(f"{actor:02d}" for actor in ids)
+    khz = ", ".join(f"{rate / 1000:g}" for rate in sorted(rates))
+    total = sum(len(durs) for durs in durations.values())
+    return f"actors {span}, {total} clips ({'; '.join(parts)}) at {khz} kHz; {len(emotions)} classes"
+
+
+def group_rows(rows: list[dict]) -> list[dict[str, Any]]:
+    """Actor-kfold accuracy of each model's pooled test clips per group: gender, intensity,
+    statement, and (subset all) vocal channel; – : no such clips, or not stored for that run."""
+    out = []
+    for r in rows:
+        if r["protocol"] != "actor-kfold" or "groups" not in r:
+            continue
+        line = {"model": r["model"], "subset": r["subset"], "speaker norm": "yes" if r["norm"] else "no"}
+        line["all clips"] = f"{r['accuracy']:.3f}"
+        for group, value, column in GROUP_COLUMNS:
+            found = r["groups"].get(group, {}).get(value)
+            shown = found is not None and (group != "vocal_channel" or r["subset"] == "all")
+            line[column] = f"{found:.3f}" if shown else "–"
+        out.append(line)
+    return out
+
+
+def mean_curve(histories: list[dict], metric: str) -> np.ndarray:
+    """Per epoch, the mean of ``metric`` over the folds that trained that long (early stopping
+    ends folds at different epochs)."""
+    curves = [h[metric] for h in histories if h.get(metric)]
+    if not curves:
+        return np.array([])
+    n_epochs = max(len(curve) for curve in curves)
+    return np.array([np.mean([c[e] for c in curves if len(c) > e]) for e in range(n_epochs)])
+
+
+def curve_rows(rows: list[dict]) -> list[dict[str, Any]]:
+    """Per deep model and run: epochs trained per fold and its validation recall at the best epoch."""
+    out = []
+    for r in rows:
+        histories = r.get("history") or []
+        if not histories:
+            continue
+        epochs = [len(h.get("train_loss", [])) for h in histories]
+        best = [max(h["val_recall"]) for h in histories if h.get("val_recall")]
+        out.append(
+            {
+                "model": r["model"],
+                "run": f"{r['protocol']} {r['subset']}" + (" (norm)" if r["norm"] else ""),
+                "folds": len(histories),
+                "epochs per fold": f"{np.mean(epochs):.0f} ({min(epochs)}–{max(epochs)})",
+                "best val recall": cell(float(np.mean(best)), float(np.std(best)) if len(best) > 1 else None)
+                if best
+                else "–",
+            }
+        )
+    return out
+
+
+def plot_learning_curves(rows: list[dict], path: Path) -> bool:
+    """Draw the deep models' learning curves (mean over folds of validation recall and training loss
+    per epoch; one line per model, one column per run) to ``path``; False, and nothing written, when
+    no stored row has a training history."""
+    with_history = [r for r in rows if r.get("history")]
+    if not with_history:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from components.runtime.files import atomic_path
+
+    order = [(run["protocol"], run["subset"]) for run in RUNS]
+    runs = sorted(
+        {(r["protocol"], r["subset"], r["norm"]) for r in with_history},
+        key=lambda run: (order.index(run[:2]) if run[:2] in order else len(order), run[2]),
+    )
+    fig, axes = plt.subplots(2, len(runs), figsize=(4.5 * len(runs), 6.5), squeeze=False)
+    for column, (protocol, subset, norm) in enumerate(runs):
+        for r in sorted(with_history, key=lambda r: r["model"]):
+            if (r["protocol"], r["subset"], r["norm"]) != (protocol, subset, norm):
+                continue
+            for line, metric in enumerate(("val_recall", "train_loss")):
+                curve = mean_curve(r["history"], metric)
+                axes[line, column].plot(np.arange(1, len(curve) + 1), curve, label=r["model"])
+        title = f"{protocol} {subset}" + (", speaker norm" if norm else "")
+        axes[0, column].set_title(f"{title} (mean of folds)", fontsize=9)
+        axes[0, column].set_ylabel("validation recall (UAR)")
+        axes[1, column].set_ylabel("training loss")
+        axes[1, column].set_xlabel("epoch")
+        axes[0, column].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
 
 
 def load_note(timed: list[dict]) -> str:
@@ -260,6 +435,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
     ]
     summary = summary_table(rows, settings)
     speech = speech_rows(rows)
+    groups = group_rows(rows)
     timed = [t for name, t in timing.items() if name in settings and settings[name] == t["section"]]
     commands = list(dict.fromkeys(r.get("command", "(unrecorded)") for r in [*rows, *timed]))
     explore = json.loads(EXPLORE.read_text()) if EXPLORE.exists() else None
@@ -271,8 +447,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "",
         *[f"    {command}" for command in commands],
         "",
-        f"on {data.name}: actors 01–12, 1244 clips (716 speech, 528 song), each cut to its first 2.39 s and",
-        "at 16 kHz, so lower than on the full-length official clips. 8 classes. "
+        f"on {data.name}: {describe_data(data)}. "
         f"{os.cpu_count()} CPUs (shared), Python {platform.python_version()}.",
         "",
         "- **actor-kfold** (lead with this): 6 folds of 2 held-out actors; early stopping and every",
@@ -309,12 +484,20 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "",
         format_table(table, list(table[0])) if table else "(no results yet)",
         "",
+        "## Accuracy per group",
+        "",
+        "Actor-kfold: accuracy of the test clips of every fold pooled, per speaker gender, intensity,",
+        "sentence and (speech + song) vocal channel; – : no such clips in the subset, or not stored.",
+        "",
+        format_table(groups, list(groups[0])) if groups else "(not stored for these results)",
+        "",
+        *curves_section(rows),
         "## Cost of each model",
         "",
-        "One fit on the 10 training actors of fold 1 (speech and song, 1037 clips) on one thread, and",
+        "One fit on the 10 training actors of fold 1 (speech and song) on one thread, and",
         "the raw-audio predictor (the object the registered pyfunc wraps) on single 16 kHz clips of",
-        "the two test actors on one thread: features from samples, then the model; median of "
-        f"{N_TIMED_CLIPS} clips (2.39 s each, about 1.4 s after silence trimming). {load_note(timed)}",
+        "the two test actors on one thread: features from samples, then the model; median of",
+        f"{N_TIMED_CLIPS} clips ({timed_fold(settings, data)}). {load_note(timed)}",
         "openSMILE is most of it (reports/fast_explore.md: eGeMAPS about 13 ms and ComParE about 10 ms",
         "per second of audio, against a few ms for the hand-made set and the log-mel).",
         "",
@@ -331,7 +514,8 @@ def render(store: dict, settings: dict, data: Path) -> str:
         lines += [
             f"Explored before these runs on validation actors only (`{explore['command']}`, "
             f"reports/accuracy_explore.md): {explore['n_configs']} configurations. Choices were made "
-            "on the validation actors' accuracy (pooled over the 6 training folds), never on a test fold:",
+            "on the validation actors' accuracy (pooled over the 6 training folds), never on a test fold.",
+            OLD_SAMPLE,
             "",
             *[f"- {line}" for line in explore["findings"]],
             "",
@@ -344,7 +528,8 @@ def render(store: dict, settings: dict, data: Path) -> str:
         lines += [
             "Deep-model options, on validation actors only (benchmarks/deep_explore.py,",
             f"reports/deep_explore.md): {len(scores)} configurations. None beat the plain CNN with the same",
-            "budget (40 epochs, patience 8) by more than fold noise; params.yaml keeps the plain nets:",
+            "budget (40 epochs, patience 8) by more than fold noise; params.yaml keeps the plain nets.",
+            OLD_SAMPLE,
             "",
             *[
                 f"- {key.split('/')[1]} over base_long, {key.split('/')[0]}: "
@@ -362,7 +547,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
             n_explored += found["n_configs"]
             lines += [
                 f"{title}, on validation actors only (`{found['command']}`, reports/{name}.md):",
-                f"{found['n_configs']} configurations; {outcome}:",
+                f"{found['n_configs']} configurations; {outcome}. {OLD_SAMPLE}",
                 "",
                 *[f"- {line}" for line in found["findings"]],
                 "",
@@ -373,7 +558,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
         n_explored += int(trials[1])
         lines += [
             f"Optuna search of ensemble_compare's settings (validation actors, reports/tune.md): {trials[1]}",
-            f"trials. Best {best[1]} Within fold noise for a best-of-{trials[1]}; not adopted.",
+            f"trials. Best {best[1]} Within fold noise for a best-of-{trials[1]}; not adopted. {OLD_SAMPLE}",
             "",
         ]
     lines += [
@@ -386,6 +571,36 @@ def render(store: dict, settings: dict, data: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def headline(rows: list[dict], sample: str) -> dict[str, Any]:
+    """The report's mean ± sd metrics, for the README's real-sample table (benchmarks/results_table.py
+    reads reports/accuracy.json): no per-fold figures, histories or group breakdowns. A single split
+    has no sd."""
+    fields = ("model", "norm", "protocol", "subset", "folds", "accuracy", "uar", "weighted_f1", "train_s")
+    results = []
+    for r in sorted(rows, key=key):
+        spread = {f"{metric}_sd": r[f"{metric}_sd"] if r["folds"] > 1 else None for metric in METRICS}
+        results.append({field: r[field] for field in fields} | spread)
+    commands = sorted({r.get("command", "(unrecorded)") for r in rows})
+    return {"data": sample, "commands": commands, "results": results}
+
+
+def curves_section(rows: list[dict]) -> list[str]:
+    """The learning-curves section, when some stored row has a training history (else nothing)."""
+    table = curve_rows(rows)
+    if not table:
+        return []
+    return [
+        "## Learning curves of the deep models",
+        "",
+        f"[{CURVES}]({CURVES}): per epoch, the mean over folds of the validation actors' recall (UAR,",
+        "what early stopping watches) and of the training loss; a fold that stopped early leaves the mean.",
+        "Best val recall: mean ± sd over folds of each fold's best epoch.",
+        "",
+        format_table(table, list(table[0])),
+        "",
+    ]
 
 
 def speech_rows(rows: list[dict]) -> list[dict[str, str]]:
@@ -467,7 +682,10 @@ def main() -> None:
             for name in models:
                 timing = {**time_model(name, settings, data), "section": settings[name], "command": command}
                 save(lambda store, name=name, timing=timing: store["timing"].update({name: timing}))
-    report = render(load_store(), settings, data)
+    store = load_store()
+    report = render(store, settings, data)
+    plot_learning_curves(current(store, settings), args.out.with_name(CURVES))
+    write_json(args.out.with_suffix(".json"), headline(current(store, settings), describe_data(data)))
     write_report(args.out, report)
 
 

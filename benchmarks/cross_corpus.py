@@ -42,7 +42,6 @@ from components.evaluation.dataset import Dataset, load_dataset
 from components.evaluation.evaluate import ModelSpec
 from components.evaluation.metrics import compute_metrics
 from components.evaluation.protocols import make_splits
-from components.paths import LABEL_MAP_FILE
 from components.runtime.files import write_json
 from components.settings import load_settings
 from flows.evaluate import featurize_corpus, needed_sets
@@ -107,7 +106,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     names = list(sources)
     specs = [ModelSpec.from_params(m, settings.models[m].as_dict()) for m in args.models.split(",")]
     sets = needed_sets(specs)
-    label_map = load_label_map(ROOT / LABEL_MAP_FILE)
+    label_map = load_label_map(ROOT / settings.evaluate.label_map)
     tables, datasets, counts = {}, {}, {}
     for name, root in sources.items():
         tables[name], counts[name] = featurize_corpus(name, root, args.features, settings, sets)

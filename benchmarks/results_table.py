@@ -6,10 +6,12 @@
 
 Reads ``metrics/train.json`` (the train stage's rows: model × protocol × subset, accuracy, UAR
 and weighted F1 mean and sd), ``metrics/wav2vec2.json`` when the wav2vec2 stage scored a model,
-and ``metrics/ingest.json`` for the corpus the run used. It replaces what lies between
-``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md. Without metrics/train.json
-the block says how to produce it. The date is the day metrics/train.json was written; ``--check``
-compares everything but that date, so a fresh checkout of unchanged metrics passes.
+and ``metrics/ingest.json`` for the corpus the run used; ``reports/accuracy.json`` (written by
+``benchmarks/accuracy.py``), when present, adds a second table: the real RAVDESS sample. It
+replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md.
+Without metrics/train.json the block says how to produce it. The date is the day
+metrics/train.json was written; ``--check`` compares everything but that date, so a fresh
+checkout of unchanged metrics passes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COMMAND = "python benchmarks/results_table.py"
+ACCURACY = ROOT / "reports" / "accuracy.json"  # benchmarks/accuracy.py's headline figures, committed
 # speaker-independent protocols first; the leaky random split last, for comparison only
 PROTOCOL_ORDER = {"actor-kfold": 0, "holdout": 1, "random": 9}
 PROTOCOL_NAMES = {"random": "random (leaky)"}
@@ -121,11 +124,30 @@ def render_table(rows: list[dict[str, Any]], sort_run: tuple[str, str], metric: 
     return lines
 
 
+def accuracy_section(accuracy: dict[str, Any] | None) -> list[str]:
+    """The real-sample table from reports/accuracy.json, without speaker normalisation (the setting
+    models are registered under); no lines when the file is absent or holds no such result."""
+    rows = [r for r in (accuracy or {}).get("results", []) if not r.get("norm")]
+    if not rows:
+        return []
+    commands = ", ".join(f"`{command}`" for command in accuracy.get("commands", [])) or "unrecorded commands"
+    return [
+        "",
+        f"On the **real RAVDESS sample**: {accuracy.get('data', 'not described')}. Measured by {commands} "
+        "and rendered from `reports/accuracy.json`; speaker-normalised runs, per-group accuracy, learning "
+        "curves and costs are in [reports/accuracy.md](reports/accuracy.md). Cells: accuracy ± sd over "
+        "folds / UAR; rows sorted by UAR on actor-kfold, all; bold: the best UAR of each column.",
+        "",
+        *render_table(rows, ("actor-kfold", "all"), "uar"),
+    ]
+
+
 def render(
     train: dict[str, Any] | None,
     ingest: dict[str, Any] | None = None,
     wav2vec2: dict[str, Any] | None = None,
     date: str = "unknown date",
+    accuracy: dict[str, Any] | None = None,
 ) -> str:
     """The text between the README markers (without them), from the metrics files' contents.
 
@@ -134,9 +156,10 @@ def render(
         ingest: metrics/ingest.json (the corpus), if present.
         wav2vec2: metrics/wav2vec2.json, if present; its rows join the table when it scored.
         date: The day metrics/train.json was written (YYYY-MM-DD).
+        accuracy: reports/accuracy.json (the real RAVDESS sample), if present: a second table.
     """
     if train is None or not train.get("results"):
-        return NO_METRICS
+        return "\n".join([NO_METRICS, *accuracy_section(accuracy)])
     rows = list(train["results"])
     skipped = None
     if wav2vec2 is not None:
@@ -177,7 +200,7 @@ def render(
         lines += ["", decision + "."]
     if skipped:
         lines += ["", f"wav2vec2: {skipped}"]
-    return "\n".join(lines)
+    return "\n".join([*lines, *accuracy_section(accuracy)])
 
 
 def replace_block(readme: str, block: str) -> str:
@@ -201,14 +224,13 @@ def written_date(path: Path) -> str:
     return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d")
 
 
-def render_files(metrics_dir: Path) -> str:
-    """The block for the metrics files in ``metrics_dir``."""
+def render_files(metrics_dir: Path, accuracy_path: Path = ACCURACY) -> str:
+    """The block for the metrics files in ``metrics_dir`` and the real-sample figures in ``accuracy_path``."""
     train_path = metrics_dir / "train.json"
     train = read_json(train_path)
     date = written_date(train_path) if train is not None else "unknown date"
-    return render(
-        train, read_json(metrics_dir / "ingest.json"), read_json(metrics_dir / "wav2vec2.json"), date
-    )
+    ingest, wav2vec2 = read_json(metrics_dir / "ingest.json"), read_json(metrics_dir / "wav2vec2.json")
+    return render(train, ingest, wav2vec2, date, read_json(accuracy_path))
 
 
 def without_date(text: str) -> str:
@@ -219,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--metrics", type=Path, default=ROOT / "metrics", help="folder of the metrics files")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--accuracy", type=Path, default=ACCURACY, help="benchmarks/accuracy.py's figures")
     parser.add_argument("--print", action="store_true", help="print the block, do not write the README")
     parser.add_argument("--check", action="store_true", help="exit 1 when the README block is out of date")
     args = parser.parse_args(argv)
     try:
-        block = render_files(args.metrics)
+        block = render_files(args.metrics, args.accuracy)
         readme = args.readme.read_text()
         if args.check:
             if without_date(current_block(readme)) != without_date(block):

@@ -139,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, "speaker_adaptation", data=True)
     parser.add_argument("--features", type=Path, default=FEATURES, help="feature cache (filled when empty)")
-    parser.add_argument("--models", default="ensemble_compare,logreg_whisper")
+    parser.add_argument("--models", default="logreg_whisper,ensemble_compare")  # the champion kind first
     parser.add_argument("--draws", type=int, default=10, help="random draws of the k clips per speaker")
     args = parser.parse_args()
     settings = load_params()

@@ -8,11 +8,21 @@ as a plain dict for code that still reads dicts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from components.errors import SerError
 from components.paths import PARAMS_FILE
@@ -23,8 +33,16 @@ from components.paths import PARAMS_FILE
 MODEL_KINDS: tuple[str, ...] = ("rf", "svm", "logreg", "mlp", "cnn", "cnn_lstm", "cnn_gru", "ensemble")
 
 FeatureSet = Literal[  # components.features.sets
-    "handmade", "egemaps", "logmel", "waveform", "compare", "whisper_tiny_en"
+    "handmade",
+    "egemaps",
+    "logmel",
+    "waveform",
+    "compare",
+    "whisper_tiny_en",
+    "whisper_tiny_en_layers",
+    "whisper_tiny_en_frames",
 ]
+SequenceSet = Literal["logmel", "whisper_tiny_en_frames"]  # components.features.sets.SEQUENCE_SETS
 Share = Annotated[float, Field(gt=0, le=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -36,11 +54,87 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# components.data.corpora.CORPORA, spelled out for the same reason (tests/unit/test_sources.py checks
+# they agree); ``custom-<name>`` is a user's own corpus too.
+CORPUS_NAMES: tuple[str, ...] = ("ravdess", "emodb", "cremad", "tess", "savee", "custom")
+_SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def check_corpus(name: str) -> str:
+    """``name`` if it names a corpus adapter, else a ValueError naming the known ones."""
+    if name in CORPUS_NAMES or name.startswith("custom-"):
+        return name
+    raise ValueError(f"unknown corpus {name!r} (known: {', '.join(CORPUS_NAMES)}, or custom-<name>)")
+
+
+class Source(Section):
+    """One named source of ``ingest.source``'s list form: staged into ``data/raw/<name>/``."""
+
+    name: str  # its folder under data/raw: lower-case letters, digits, - and _
+    corpus: str = "ravdess"  # the adapter that reads it (components.data.corpora)
+    path: str  # demo | zenodo (RAVDESS only) | a local folder or .zip
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not _SOURCE_NAME.fullmatch(name):
+            raise ValueError(f"source name {name!r}: use lower-case letters, digits, '-' and '_'")
+        return name
+
+    @field_validator("corpus")
+    @classmethod
+    def _known_corpus(cls, corpus: str) -> str:
+        return check_corpus(corpus)
+
+    @model_validator(mode="after")
+    def _ravdess_only(self) -> Source:
+        if self.path in ("demo", "zenodo") and self.corpus != "ravdess":
+            raise ValueError(f"source {self.name!r}: path {self.path!r} is RAVDESS's, not {self.corpus}'s")
+        return self
+
+
+# the plain form or the list, chosen by the value's type: an error names only that form's problem
+SourceSetting = Annotated[
+    Annotated[str, Tag("str")] | Annotated[list[Source], Tag("list[Source]")],
+    Discriminator(lambda value: "str" if isinstance(value, str) else "list[Source]"),
+]
+
+
 class Ingest(Section):
-    source: str = "demo"  # demo | a local folder or .zip of RAVDESS | zenodo
+    source: SourceSetting = "demo"  # demo | a local folder or .zip of RAVDESS | zenodo | named sources
     demo_actors: PositiveInt = 8
     demo_seed: int = 0
     max_extract_bytes: PositiveInt = 4_000_000_000
+
+    @field_validator("source")
+    @classmethod
+    def _distinct_names(cls, source: str | list[Source]) -> str | list[Source]:
+        if isinstance(source, list):
+            if not source:
+                raise ValueError("the list of sources is empty")
+            names = [item.name for item in source]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"source name {repeated[0]!r} is used twice")
+        return source
+
+    @property
+    def sources(self) -> list[Source]:
+        """The sources as a list: the plain form (one RAVDESS source) is ``[]``: staged as before."""
+        return [] if isinstance(self.source, str) else list(self.source)
+
+    @property
+    def ravdess_source(self) -> str:
+        """The plain source, or the first RAVDESS source's path (``demo`` when none is RAVDESS)."""
+        if isinstance(self.source, str):
+            return self.source
+        return next((s.path for s in self.source if s.corpus == "ravdess"), "demo")
+
+    def describe(self) -> str:
+        """``ingest.source`` in a few words: the plain value, or ``name=corpus:path`` per source."""
+        if isinstance(self.source, str):
+            return self.source
+        return ", ".join(f"{s.name}={s.corpus}:{s.path}" for s in self.source)
 
 
 class Preprocess(Section):
@@ -72,6 +166,7 @@ class Featurize(Section):
     silence_dbfs: float = -60.0
     whisper_window: Literal["own", "30s"] = "own"  # components.features.whisper.WINDOWS
     whisper_pooling: Literal["mean", "meanstd"] = "meanstd"  # components.features.whisper.POOLINGS
+    whisper_layers: list[Annotated[int, Field(ge=0)]] = Field(default=[2, 3], min_length=1)  # whisper_*
 
 
 class Run(Section):
@@ -87,8 +182,9 @@ class Evaluate(Section):
     random_test_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
     random_seed: int = 42
     speaker_norm: bool = False
-    speaker_min_clips: PositiveInt = 4  # recorded with a published model: its speaker adaptation's minimum
+    speaker_min_clips: PositiveInt = 8  # recorded with a published model: its speaker adaptation's minimum
     primary_metric: Literal["accuracy", "uar", "macro_f1", "weighted_f1"] = "uar"
+    label_map: str = "data/label_map.yaml"  # components.data.corpora.label_map: the shared label set
 
 
 class Quick(Section):
@@ -107,6 +203,17 @@ class Train(Section):
     quick: Quick | None = None
     n_workers: PositiveInt = 2
     retries: Annotated[int, Field(ge=0)] = 1
+    corpora: list[str] | None = None  # None: every ingested corpus; else only these corpora's clips
+
+    @field_validator("corpora")
+    @classmethod
+    def _known_corpora(cls, corpora: list[str] | None) -> list[str] | None:
+        if corpora is not None:
+            if not corpora:
+                raise ValueError("name at least one corpus, or leave the key out for all of them")
+            for name in corpora:
+                check_corpus(name)
+        return corpora
 
 
 class Tracking(Section):
@@ -166,6 +273,7 @@ class ModelSection(BaseModel):
 
     kind: str
     features: list[FeatureSet] | None = None
+    sequence: SequenceSet | None = None  # deep kinds: the sequence set they read (None: logmel)
     members: list[str] | dict[str, ModelSection] | None = None
     weights: list[float] | dict[str, float] | None = None
 
@@ -177,14 +285,16 @@ class ModelSection(BaseModel):
         return kind
 
     def settings(self) -> dict[str, Any]:
-        """The keys ``build_model`` takes: everything but ``kind`` and ``features``."""
-        return {k: v for k, v in self.as_dict().items() if k not in ("kind", "features")}
+        """The keys ``build_model`` takes: everything but ``kind``, ``features`` and ``sequence``."""
+        return {k: v for k, v in self.as_dict().items() if k not in ("kind", "features", "sequence")}
 
     def as_dict(self) -> dict[str, Any]:
         """The section as params.yaml spells it, members resolved to their sections."""
         out: dict[str, Any] = {"kind": self.kind}
         if self.features is not None:
             out["features"] = list(self.features)
+        if self.sequence is not None:
+            out["sequence"] = self.sequence
         if isinstance(self.members, dict):
             out["members"] = {name: member.as_dict() for name, member in self.members.items()}
         elif self.members is not None:
@@ -420,6 +530,8 @@ def _known_keys(loc: tuple) -> list[str]:
         model = SECTIONS[loc[0]]
         if loc[0] == "evaluate" and len(loc) == 4 and loc[1] == "runs":
             model = Run
+        if loc[0] == "ingest" and len(loc) >= 4 and loc[1] == "source":
+            model = Source
         return list(model.model_fields)
     if len(loc) == 1:
         return list(SECTIONS)

@@ -148,7 +148,7 @@ def build_deployments(settings: Settings) -> list[Any]:
             schedules=schedule if d.scheduled else None,
             concurrency_limit=d.concurrency_limit,  # a second run waits in the queue
         )
-        for d in deployment_table(settings.ingest.source)
+        for d in deployment_table(settings.ingest.ravdess_source)
         if d.served
     ]
 
@@ -158,7 +158,7 @@ def prefect_yaml(settings: Settings) -> str:
     retrain = settings.retrain
     schedule = {"cron": retrain.schedule, "timezone": retrain.timezone, "active": True}
     deployments = []
-    for d in deployment_table(settings.ingest.source):
+    for d in deployment_table(settings.ingest.ravdess_source):
         entry = {"name": d.name, "description": d.description, "tags": list(d.tags)}
         entry |= {"entrypoint": d.entrypoint, "parameters": d.parameters}
         if d.scheduled:

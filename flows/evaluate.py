@@ -22,7 +22,7 @@ from components.errors import SerError
 from components.evaluation.evaluate import Evaluation, ModelSpec, results_table
 from components.evaluation.metrics import plot_confusion
 from components.evaluation.protocols import SUBSETS
-from components.features.sets import SCALAR_SETS
+from components.features.sets import SCALAR_SETS, SEQUENCE_SETS
 from components.runtime.files import project_root
 from components.settings import Settings, load_settings
 from flows import fail_cleanly
@@ -33,9 +33,8 @@ from flows.train import evaluate_model
 def needed_sets(specs: list[ModelSpec]) -> list[str]:
     """The feature sets a list of models reads."""
     sets = {name for spec in specs for name in spec.stats_sets}
-    if any(spec.uses_logmel for spec in specs):
-        sets.add("logmel")
-    return [name for name in (*SCALAR_SETS, "logmel") if name in sets]
+    sets |= {spec.sequence for spec in specs if spec.uses_logmel}
+    return [name for name in (*SCALAR_SETS, *SEQUENCE_SETS) if name in sets]
 
 
 def evaluate_data(
@@ -137,9 +136,9 @@ def evaluate_corpora(
             ``leave-one-speaker-out``, ``actor-kfold`` or ``holdout``.
         train: cross-corpus: the training corpus.
         test: cross-corpus: the test corpus.
-        label_map_path: The shared label map (default ``data/label_map.yaml``).
-        label_set: ``native`` (RAVDESS alone: its 8 classes) or ``shared``; default native
-            for RAVDESS alone, else shared.
+        label_map_path: The shared label map (default ``evaluate.label_map``).
+        label_set: ``native`` (one corpus on its own labels: RAVDESS's 8, EmoDB's 7 ...) or
+            ``shared`` (the label map's); default native for RAVDESS alone, else shared.
         normalization: ``none``, ``speaker`` or ``corpus`` (z-scores without labels).
         subset: RAVDESS's clips kept: ``speech``, ``song`` or ``all`` (the others are speech).
 
@@ -151,13 +150,15 @@ def evaluate_corpora(
     from components.evaluation.cross_corpus import combine, result_rows, score
     from components.evaluation.dataset import load_dataset
     from components.evaluation.protocols import make_splits, select_subset
-    from components.paths import LABEL_MAP_FILE
 
     specs = [ModelSpec.from_params(name, settings.models[name].as_dict()) for name in models]
     label_set = label_set or ("native" if set(sources) == {"ravdess"} else "shared")
     if label_set not in ("native", "shared"):
         raise SerError(f"label set {label_set!r}: choose native or shared")
-    label_map = load_label_map(label_map_path or LABEL_MAP_FILE) if label_set == "shared" else None
+    if label_set == "native" and len(sources) > 1:
+        raise SerError(f"--label-set native scores one corpus on its own labels; {len(sources)} were given")
+    label_map_path = label_map_path or settings.evaluate.label_map
+    label_map = load_label_map(label_map_path) if label_set == "shared" else None
     options: dict[str, Any] = {}
     folds = settings.evaluate
     if protocol == "cross-corpus":

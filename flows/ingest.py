@@ -1,7 +1,9 @@
 """Stage ``ingest``: bring the configured audio source into ``data/raw``.
 
 ``ingest.source`` is ``demo`` (synthesised offline corpus), ``zenodo`` (the official zips,
-downloaded and checked), or a local folder or .zip. The stage re-runs on every ``dvc repro``
+downloaded and checked), or a local folder or .zip; or a list of named sources, each with its
+corpus, staged into ``data/raw/<name>/`` (``sources.json`` there says each folder's corpus).
+The stage re-runs on every ``dvc repro``
 (DVC cannot see an outside folder change) but returns at once when the source's fingerprint
 is unchanged, and it copies only files that differ, so ``data/raw`` keeps its DVC hash.
 """
@@ -20,12 +22,18 @@ from prefect import flow, get_run_logger
 from components.data import synth, synth_voice
 from components.data.archive import safe_extract
 from components.data.fetch import fetch_ravdess
-from components.data.ingest import fingerprint_source, fingerprint_tree, sync_audio
+from components.data.ingest import (
+    fingerprint_source,
+    fingerprint_tree,
+    sync_audio,
+    sync_sources,
+    write_sources,
+)
 from components.data.synth import write_corpus
 from components.errors import SerError
 from components.paths import DOWNLOAD_DIR, INGEST_STATE_FILE, METRICS_DIR, RAW_DIR
 from components.runtime.files import exit_on_error, write_json
-from components.settings import Ingest, load_settings
+from components.settings import Ingest, Source, load_settings
 from flows import fail_cleanly, run_flow
 
 
@@ -49,6 +57,19 @@ def stage_source(source: str, staging: Path, settings: Ingest) -> Path:
     raise SerError(f"ingest.source {source!r}: no such folder or .zip; use 'demo', 'zenodo' or a path")
 
 
+def stage_sources(sources: list[Source], staging: Path, settings: Ingest) -> dict[str, Path]:
+    """Materialise each named source as a folder of audio (``staging/<name>`` is its scratch space)."""
+    folders = {}
+    for source in sources:
+        if source.path.lower().endswith(".csv"):
+            raise SerError(
+                f"ingest.source {source.name}: {source.path} is a manifest; ingest stages folders and "
+                "zips (a folder per emotion for custom data); `ser evaluate` reads manifests"
+            )
+        folders[source.name] = stage_source(source.path, staging / source.name, settings)
+    return folders
+
+
 @flow(name="ingest")
 @fail_cleanly
 def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str, Any]:
@@ -64,8 +85,12 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=raw_dir.parent, prefix=".ingest-"))
     try:
-        source_dir = stage_source(settings.source, staging, settings)
-        summary = sync_audio(source_dir, raw_dir)
+        if settings.sources:
+            summary = sync_sources(stage_sources(settings.sources, staging, settings), raw_dir)
+            write_sources(raw_dir, {source.name: source.corpus for source in settings.sources})
+        else:
+            summary = sync_audio(stage_source(settings.source, staging, settings), raw_dir)
+            write_sources(raw_dir, None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info(
@@ -76,7 +101,7 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
         summary.unchanged,
     )
     return {
-        "source": settings.source,
+        "source": settings.describe(),
         "n_files": summary.unchanged + len(summary.added) + len(summary.changed),
         "n_added": len(summary.added),
         "n_changed": len(summary.changed),
@@ -87,7 +112,7 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
 def source_settings(settings: Ingest) -> dict[str, Any]:
     """The settings whose change must re-run ingest; for the demo corpus, the synthesiser's code too."""
     out = settings.model_dump(include={"demo_actors", "demo_seed", "max_extract_bytes"})
-    if settings.source == "demo":
+    if "demo" in [settings.source, *(source.path for source in settings.sources)]:
         code = hashlib.sha256()
         for module in (synth, synth_voice):
             code.update(Path(module.__file__).read_bytes())
@@ -95,17 +120,28 @@ def source_settings(settings: Ingest) -> dict[str, Any]:
     return out
 
 
+def source_fingerprint(settings: Ingest) -> str:
+    """:func:`fingerprint_source` of the plain source, or of every named source with its corpus."""
+    if not settings.sources:
+        return fingerprint_source(settings.source, source_settings(settings))
+    parts = [
+        [source.name, source.corpus, fingerprint_source(source.path, source_settings(settings))]
+        for source in settings.sources
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
 def main() -> None:
     """Entry point of the DVC stage: skip at once when neither source nor raw folder changed."""
     settings = load_settings().ingest
-    fingerprint = fingerprint_source(settings.source, source_settings(settings))
+    fingerprint = source_fingerprint(settings)
     state = json.loads(INGEST_STATE_FILE.read_text()) if INGEST_STATE_FILE.exists() else {}
     if (
         state.get("source") == fingerprint
         and RAW_DIR.is_dir()
         and state.get("raw") == fingerprint_tree(RAW_DIR)
     ):
-        print(f"ingest: source {settings.source!r} unchanged since the last run; nothing to do")
+        print(f"ingest: source {settings.describe()!r} unchanged since the last run; nothing to do")
         return
     result = run_flow(ingest, settings=settings)
     write_json(METRICS_DIR / "ingest.json", result)

@@ -27,8 +27,9 @@ from components.evaluation.evaluate import (
 )
 from components.evaluation.metrics import confusion_pairs, format_table
 from components.evaluation.protocols import make_splits
+from components.evaluation.train_corpora import CorpusChoice, load_choice
 from components.models import check_model_sections
-from components.paths import FEATURES_DIR, METRICS_DIR, PLOTS_DIR
+from components.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR, PLOTS_DIR
 from components.registry.publish import publish_best
 from components.runtime.files import exit_on_error, write_json, write_text
 from components.runtime.locks import hold_lock
@@ -91,15 +92,17 @@ def evaluate_model(
     evaluate: Evaluate,
     n_threads: int,
     adapt_min_clips: int | None = None,
+    choice: CorpusChoice | None = None,
 ) -> Evaluation:
     """Score one model under one protocol and subset (runs in a worker process).
 
     ``adapt_min_clips``: score with speaker adaptation (``ser evaluate --speaker-adapt``).
+    ``choice``: the clips of ``train.corpora`` and their labels; None: every clip as it is.
     """
     import torch
 
     torch.set_num_threads(n_threads)
-    data = prepare_data(spec, features_dir, subset, evaluate.speaker_norm)
+    data = prepare_data(spec, features_dir, subset, evaluate.speaker_norm, choice)
     splits = make_splits(data.labels, protocol, **protocol_settings(protocol, evaluate))
     return evaluate_splits(spec, data, splits, protocol, subset, adapt_min_clips)
 
@@ -179,11 +182,14 @@ def train_models(
     evaluate, train = settings.evaluate, settings.train
     specs = {name: ModelSpec.from_params(name, settings.models[name].as_dict()) for name in train.models}
     runs = evaluate.runs
+    choice = load_choice(CLIPS_TABLE, train.corpora, Path(evaluate.label_map))  # None: all clips, as they are
+    if choice is not None:
+        logger.info("train.corpora: %s", choice.describe())
     n_threads = max(1, (os.cpu_count() or 1) // max(1, n_workers(settings.orchestration, train.n_workers)))
     started = time.perf_counter()
     futures = [
         evaluate_model.with_options(retries=train.retries).submit(
-            spec, Path(features_dir), run.protocol, run.subset, evaluate, n_threads
+            spec, Path(features_dir), run.protocol, run.subset, evaluate, n_threads, choice=choice
         )
         for spec in specs.values()
         for run in runs
@@ -211,13 +217,17 @@ def train_models(
     rows = results_table(results, metric)
     client.log_text(parent, format_table(rows, list(rows[0])), "results.md")
     write_plot(best)
-    decision = publish_best(client, experiment, parent, specs[best.model], best, version, primary, settings)
+    decision = publish_best(
+        client, experiment, parent, specs[best.model], best, version, primary, settings, choice=choice
+    )
     logger.info("best: %s (%s %.4f); %s", best.model, metric, best.summary[f"{metric}_mean"], decision.reason)
+    corpora = {} if choice is None else {"corpora": choice.counts()}  # RAVDESS alone: as before
     return {
         "results": rows,
         "best": {"model": best.model, metric: best.summary[f"{metric}_mean"]},
         "registry": vars(decision),
         "seconds": {"concurrent": round(wall, 1), "one_at_a_time": round(serial, 1)},
+        **corpora,
     }
 
 

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -56,15 +56,16 @@ from components.evaluation.evaluate import (
 )
 from components.evaluation.metrics import compute_metrics, format_table, plot_confusion, summarize_folds
 from components.evaluation.protocols import Split, actor_kfold, make_splits, select_subset
+from components.evaluation.train_corpora import chosen_labels, load_choice
 from components.features.store import KEY_COLUMNS, LABEL_TYPES, read_info, read_waveforms
-from components.paths import FEATURES_DIR, METRICS_DIR
+from components.paths import CLIPS_TABLE, FEATURES_DIR, METRICS_DIR
 from components.registry.model_card import CardFacts
 from components.registry.model_io import CODE_DIR, REQUIREMENTS, input_example, signature
 from components.registry.promote import Decision
 from components.registry.publish import publish
 from components.runtime.files import exit_on_error, write_json, write_text
 from components.serving.pyfunc import MODEL_CONFIG
-from components.settings import Evaluate, Run, Settings, Wav2Vec2, load_settings
+from components.settings import Evaluate, Run, Settings, Wav2Vec2, apply_profile, load_settings
 from components.tracking.runs import (
     clips_version,
     data_version,
@@ -122,8 +123,12 @@ NO_GPU = (
 )
 
 
-def stage_settings(section: Wav2Vec2, mode: str | None = None, device: str | None = None) -> dict:
+def stage_settings(
+    section: Wav2Vec2, mode: str | None = None, device: str | None = None, max_epochs: int | None = None
+) -> dict:
     """The ``wav2vec2`` settings with flow-parameter overrides and fine-tuning settings, as one dict.
+
+    ``max_epochs`` caps the fine-tuning epochs (``train.quick.max_epochs`` under the quick profile).
 
     Raises:
         SerError: An unknown mode, pooling, head, preset or fine-tuning setting.
@@ -138,6 +143,8 @@ def stage_settings(section: Wav2Vec2, mode: str | None = None, device: str | Non
     overrides = {key: config[key] for key in ("epochs", "batch_size") if config[key] is not None}
     overrides |= {**(config["overrides"] or {}), "device": config["device"]}
     config["finetune"] = settings_from(config["preset"], overrides)
+    if max_epochs is not None and config["finetune"].epochs > max_epochs:
+        config["finetune"] = replace(config["finetune"], epochs=max_epochs)
     return config
 
 
@@ -595,8 +602,11 @@ def wav2vec2_stage(
     """
     started = time.perf_counter()
     logger = get_run_logger()
-    settings = settings or load_settings()
-    config, tracking = stage_settings(settings.wav2vec2, mode, device), settings.tracking
+    # train.profile quick trims this stage as it trims train: the first runs and folds, capped epochs
+    settings = apply_profile(settings or load_settings())
+    quick = settings.train.quick if settings.train.profile == "quick" else None
+    config = stage_settings(settings.wav2vec2, mode, device, quick.max_epochs if quick else None)
+    tracking = settings.tracking
     EMBEDDINGS_TABLE.parent.mkdir(parents=True, exist_ok=True)  # a DVC output: it must exist, even skipped
     modes = {name: "ok" for name in MODES[config["mode"]]}
     if "finetune" in modes and config["device"] == "auto" and not torch.cuda.is_available():
@@ -616,6 +626,10 @@ def wav2vec2_stage(
 
     table = Path(features_dir) / "waveform.parquet"
     labels, info = read_labels(table)
+    choice = load_choice(CLIPS_TABLE, settings.train.corpora, Path(settings.evaluate.label_map))
+    if choice is not None:  # train.corpora: the same clips, speakers and labels as the train stage
+        labels = chosen_labels(labels, choice)
+        logger.info("wav2vec2: %s", choice.describe())
     version = stage_data_version(labels)
     tags = {"status": "ok", "data_version": version, "git_commit": git_commit()}
     tags |= {"pretrained": config["pretrained"], **{f"{name}_status": value for name, value in modes.items()}}

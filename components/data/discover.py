@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from components.data.audio import READABLE_SUFFIXES, regular_file
-from components.errors import SerError
 from components.data.ravdess import AUDIO_EXTENSIONS, ClipLabels, parse_name
+from components.errors import SerError
 
 ZIP_SEPARATOR = "::"  # "archive.zip::Actor_01/03-01-….wav" names a member of a zip
 _ACTOR_DIR = re.compile(r"^Actor_(\d+)$", re.IGNORECASE)
@@ -75,8 +75,8 @@ def open_location(location: str) -> Iterator[BinaryIO]:
         raise SerError(f"{location}: cannot be read ({err})") from err
 
 
-def _check_folder(relative: str, labels: ClipLabels) -> str | None:
-    """A problem if an ``Actor_XX`` folder on the path disagrees with the name's actor."""
+def check_actor_folder(relative: str, labels: ClipLabels) -> str | None:
+    """A problem if an ``Actor_XX`` folder on the path disagrees with the name's actor (None: agrees)."""
     for part in Path(relative).parts[:-1]:
         match = _ACTOR_DIR.match(part)
         if match and int(match.group(1)) != labels.actor:
@@ -167,7 +167,7 @@ def discover(root: str | Path) -> Discovery:
         except SerError as err:
             result.rejected.append((location, str(err).split(": ", 1)[-1]))
             continue
-        problem = _check_folder(relative, labels)
+        problem = check_actor_folder(relative, labels)
         if problem:
             result.rejected.append((location, problem))
         elif labels.clip_id in first_seen:

@@ -11,10 +11,12 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.errors import SerError
 from components.data.ravdess import AUDIO_EXTENSIONS
+from components.errors import SerError
+from components.runtime.files import write_json
 
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+SOURCES_FILE = "sources.json"  # in the raw folder of named sources: each folder's corpus
 
 
 @dataclass
@@ -106,3 +108,54 @@ def sync_audio(src_root: Path, dst_root: Path) -> SyncSummary:
         (dst_root / relative).unlink()
         summary.removed.append(relative)
     return summary
+
+
+def sync_sources(sources: dict[str, Path], dst_root: Path) -> SyncSummary:
+    """Make ``dst_root/<name>/`` hold exactly each named source's audio, and nothing else be audio.
+
+    As :func:`sync_audio` for each source into its own folder; audio files in ``dst_root`` outside
+    those folders (an earlier single source, a source since removed) are removed.
+
+    Args:
+        sources: Folder to copy from (never modified) by source name.
+        dst_root: The raw-data folder.
+
+    Returns:
+        What changed, paths relative to ``dst_root``.
+    """
+    summary = SyncSummary()
+    for name, src_root in sources.items():
+        part = sync_audio(src_root, dst_root / name)
+        summary.added += [f"{name}/{relative}" for relative in part.added]
+        summary.changed += [f"{name}/{relative}" for relative in part.changed]
+        summary.removed += [f"{name}/{relative}" for relative in part.removed]
+        summary.unchanged += part.unchanged
+    for relative in list_audio(dst_root):
+        if relative.split("/", 1)[0] not in sources or "/" not in relative:
+            (dst_root / relative).unlink()
+            summary.removed.append(relative)
+    return summary
+
+
+def write_sources(raw_dir: Path, corpora: dict[str, str] | None) -> None:
+    """Record which corpus each source folder of ``raw_dir`` holds; None (one RAVDESS source) removes it."""
+    path = Path(raw_dir) / SOURCES_FILE
+    if corpora is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json(path, {"sources": [{"name": name, "corpus": corpus} for name, corpus in corpora.items()]})
+
+
+def read_sources(raw_dir: Path) -> dict[str, str] | None:
+    """The corpus of each source folder of ``raw_dir``, by name; None when it holds one RAVDESS source.
+
+    Raises:
+        SerError: The record is not readable JSON of the shape :func:`write_sources` writes.
+    """
+    path = Path(raw_dir) / SOURCES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return {item["name"]: item["corpus"] for item in json.loads(path.read_text())["sources"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SerError(f"{path}: not a record of named sources ({err!r}); run ingest again") from None

@@ -35,6 +35,7 @@ STAT_COLUMNS: tuple[str, ...] = (
     "silent_share",
 )
 CLIP_COLUMNS: tuple[str, ...] = (
+    "corpus",  # the adapter that read it (components.data.corpora): ravdess unless ingest names others
     "clip_id",
     "location",
     "size_bytes",
@@ -222,6 +223,7 @@ def build_metadata(
     n_jobs: int = 1,
     start_method: str | None = None,
     limits: ClipLimits | None = None,
+    corpus: str = "ravdess",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every discovered file once and tabulate it, or reject it with a reason.
 
@@ -234,6 +236,7 @@ def build_metadata(
             platform has it, else ``spawn``.
         limits: Reject a file whose header's rate or duration is out of these bounds before
             decoding it (with the reason the validation suite would give); None decodes every file.
+        corpus: The ``corpus`` column's value: the corpus the files belong to.
 
     Returns:
         ``(clips, rejected)``: ``clips`` has the columns :data:`CLIP_COLUMNS`, one row per
@@ -249,5 +252,5 @@ def build_metadata(
         else:
             rows.append(outcome)
     # explicit types, so an empty table has the same schema as a full one
-    clips = pd.DataFrame(rows, columns=list(CLIP_COLUMNS)).astype(CLIP_DTYPES)
+    clips = pd.DataFrame(rows, columns=list(CLIP_COLUMNS)).assign(corpus=corpus).astype(CLIP_DTYPES)
     return clips, pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS)).astype(str)

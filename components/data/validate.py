@@ -119,8 +119,11 @@ def build_suite(params: Mapping[str, Any]) -> gx.ExpectationSuite:
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=checks)
 
 
-def _context(docs_dir: Path | None) -> Any:
-    """An in-memory context: no files but the Data Docs, no analytics, no progress bars."""
+def data_context(docs_dir: Path | None) -> Any:
+    """An in-memory context: no files but the Data Docs, no analytics, no progress bars.
+
+    Suites run in one context share one Data Docs site (its index lists every one).
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     sites = {}
     if docs_dir is not None:
@@ -142,21 +145,24 @@ def _context(docs_dir: Path | None) -> Any:
 
 
 def run_suite(
-    table: pd.DataFrame, suite: gx.ExpectationSuite, docs_dir: Path | None = None
+    table: pd.DataFrame, suite: gx.ExpectationSuite, docs_dir: Path | None = None, context: Any = None
 ) -> list[CheckResult]:
-    """Run ``suite`` on ``table`` through a Checkpoint, writing Data Docs to ``docs_dir`` if given."""
-    context = _context(docs_dir)
-    asset = context.data_sources.add_pandas(SUITE_NAME).add_dataframe_asset(SUITE_NAME)
+    """Run ``suite`` on ``table`` through a Checkpoint, writing Data Docs to ``docs_dir`` if given.
+
+    ``context``: a :func:`data_context` of ``docs_dir`` that other suites ran in too (names apart).
+    """
+    context, name = context or data_context(docs_dir), suite.name  # a name per suite: its own pages
+    asset = context.data_sources.add_pandas(name).add_dataframe_asset(name)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(
-            data=asset.add_batch_definition_whole_dataframe(SUITE_NAME),
+            data=asset.add_batch_definition_whole_dataframe(name),
             suite=context.suites.add(suite),
-            name=SUITE_NAME,
+            name=name,
         )
     )
     actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE])] if docs_dir else []
     checkpoint = context.checkpoints.add(
-        gx.Checkpoint(name=SUITE_NAME, validation_definitions=[definition], actions=actions)
+        gx.Checkpoint(name=name, validation_definitions=[definition], actions=actions)
     )
     results = []
     for run in checkpoint.run(batch_parameters={"dataframe": table}).run_results.values():
@@ -202,18 +208,21 @@ def failing_rows(expectation: gx.expectations.Expectation, table: pd.DataFrame) 
     raise TypeError(f"no per-row rule for {type(expectation).__name__}")
 
 
-def find_problems(clips: pd.DataFrame, params: Mapping[str, Any]) -> pd.Series:
+def find_problems(
+    clips: pd.DataFrame, params: Mapping[str, Any], suite: gx.ExpectationSuite | None = None
+) -> pd.Series:
     """Why each clip is unusable: the failed critical expectations' reasons, or ``""``.
 
     Args:
         clips: A clips table as :func:`components.data.metadata.build_metadata` makes it.
         params: The ``validate`` section of ``params.yaml``.
+        suite: The suite whose critical expectations apply; None: RAVDESS's, :func:`build_suite`.
 
     Returns:
         A string Series on ``clips.index``, reasons joined by ``"; "``.
     """
     reasons: dict[Any, list[str]] = {index: [] for index in clips.index}
-    for expectation in build_suite(params).expectations:
+    for expectation in (suite or build_suite(params)).expectations:
         if expectation.severity != "critical" or getattr(expectation, "column", None) in CLIP_CHECK_COLUMNS:
             continue  # the audio checks' reasons come from clip_checks, as prediction's do
         settings = {key: getattr(expectation, key, None) for key in ("min_value", "max_value")}
@@ -262,7 +271,12 @@ def count_warnings(clips: pd.DataFrame) -> list[str]:
 
 
 def validate_clips(
-    clips: pd.DataFrame, rejected: pd.DataFrame, params: Mapping[str, Any], docs_dir: Path | None = None
+    clips: pd.DataFrame,
+    rejected: pd.DataFrame,
+    params: Mapping[str, Any],
+    docs_dir: Path | None = None,
+    context: Any = None,
+    name: str = SUITE_NAME,
 ) -> ValidationReport:
     """Check a clips table, move unusable clips to the rejected table, and report.
 
@@ -271,11 +285,15 @@ def validate_clips(
         rejected: Its rejected table (``location``, ``clip_id``, ``reason``).
         params: The ``validate`` section of ``params.yaml``.
         docs_dir: Folder for the Great Expectations Data Docs site (HTML); ``None`` for none.
+        context: The :func:`data_context` to run the suite in; None: a new one.
+        name: The suite's name (several RAVDESS sources' suites run in one context apart).
 
     Returns:
         The report. Stopping is the caller's choice: :meth:`ValidationReport.raise_if_failed`.
     """
-    checks = run_suite(add_count_columns(clips), build_suite(params), docs_dir)
+    suite = build_suite(params)
+    suite.name = name
+    checks = run_suite(add_count_columns(clips), suite, docs_dir, context)
     problems = find_problems(clips, params)
     bad = problems != ""
     newly_rejected = clips.loc[bad, ["location", "clip_id"]].assign(reason=problems[bad])

@@ -60,6 +60,9 @@ class ValidationReport:
         failed = [c for c in self.checks if not c.success]
         lines += [f"expectation not met ({c.severity}): {c.name}, {c.n_unexpected} rows" for c in failed]
         by_channel = ", ".join(f"{n} {name}" for name, n in self.clips["channel_name"].value_counts().items())
+        if self.clips.get("corpus", pd.Series(dtype=str)).nunique() > 1:  # named sources of several corpora
+            counts = self.clips["corpus"].value_counts().sort_index()
+            by_channel += "; " + ", ".join(f"{n} {corpus}" for corpus, n in counts.items())
         lines.append(
             f"{len(self.clips)} clips accepted ({by_channel or 'none'}), {len(self.rejected)} files rejected "
             f"({self.rejected_share:.1%}, at most {self.max_rejected_share:.1%} allowed), "

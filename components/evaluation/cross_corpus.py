@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.data.corpora import get_corpus
 from components.data.corpora.label_map import LabelMap, apply_label_map
 from components.data.ravdess import EMOTIONS
 from components.errors import SerError
@@ -42,8 +43,8 @@ def combine(
         datasets: Per corpus, its features as :func:`components.evaluation.dataset.load_dataset`
             read them (scalar sets only; the same sets for every corpus).
         clip_tables: Per corpus, its clip table (``components.data.corpora.base.clip_table``).
-        label_map: The shared label set; None keeps the native codes (one corpus only, RAVDESS:
-            its codes are the scores' emotion codes).
+        label_map: The shared label set; None keeps one corpus's native labels and codes
+            (EmoDB's 7, RAVDESS's 8), each ``label`` its English name (``anger`` for ``W``).
         normalization: ``none``, ``speaker`` (z-score each speaker's clips; needs speakers) or
             ``corpus`` (z-score each corpus's clips). Done on every clip before any is left out,
             so no label is used.
@@ -55,17 +56,17 @@ def combine(
         per corpus the clips left out by native label.
 
     Raises:
-        SerError: No corpora, sets that differ, native labels for several corpora or a
-            corpus other than RAVDESS, an unknown normalisation, or speakers unknown for
-            ``speaker``.
+        SerError: No corpora, sets that differ, native labels for several corpora, an unknown
+            normalisation, or speakers unknown for ``speaker``.
     """
     if not datasets:
         raise SerError("no corpora to combine")
     if normalization not in NORMALIZATIONS:
         raise SerError(f"unknown normalisation {normalization!r}: choose one of {', '.join(NORMALIZATIONS)}")
-    if label_map is None and set(datasets) != {"ravdess"}:
+    if label_map is None and len(datasets) > 1:
         raise SerError(
-            "native labels are RAVDESS's alone: use the shared label map for other or several corpora"
+            f"native labels are one corpus's own: {', '.join(sorted(datasets))} are scored on the "
+            "shared label set (--label-set shared)"
         )
     names = sorted(datasets)
     sets = [sorted(datasets[name].stats) for name in names]
@@ -100,7 +101,8 @@ def combine(
     elif normalization == "corpus":
         merged = {key: normalize_per_speaker(v, table["corpus"].to_numpy()) for key, v in merged.items()}
     if label_map is None:
-        table["label"] = table["native_label"]
+        corpus = get_corpus(names[0])
+        table["label"] = [corpus.label_name(native) for native in table["native_label"]]
         return Dataset(table, merged), {}
     mapped, left_out = apply_label_map(table, label_map, open_sets)
     rows = mapped.index.to_numpy()
@@ -119,7 +121,8 @@ def score(
     sides have); UAR averages the classes its test rows hold. Folds scored on the same classes
     are summarised (mean ± sd). A class with fewer than ``min_class_clips`` training clips in
     a split is not trained on there (small corpora: EmoDB's sample has 12 disgust clips, 8 of
-    one speaker); its test clips still count, as misses, and the split records it.
+    one speaker); its test clips still count, as misses, and the split records it. Classes are
+    named by the rows' ``label`` (shared or native: see :func:`combine`), else RAVDESS's names.
 
     Returns:
         ``folds`` (name, train and test corpora, n_train, n_test, the metrics of each split and
@@ -135,6 +138,8 @@ def score(
     started = time.perf_counter()
     y = data.labels["emotion"].to_numpy()
     corpus = data.labels["corpus"].to_numpy()
+    labels = data.labels["label"] if "label" in data.labels.columns else data.labels["emotion"].map(EMOTIONS)
+    names = {int(code): str(label) for code, label in zip(y, labels, strict=True)}
     folds = []
     for split in splits:
         train = split.train if spec.early_stops else np.union1d(split.train, split.val)
@@ -144,10 +149,12 @@ def score(
         train = train[~np.isin(y[train], untrained)]
         model = fit_on_rows(spec, data, train, split.val)
         predicted = model.predict(data.inputs(split.test, spec.stats_sets, spec.uses_logmel))
-        metrics = compute_metrics(y[split.test], predicted, classes=classes)
+        metrics = compute_metrics(y[split.test], predicted, classes=classes, names=names)
         tested = corpus[split.test]
         by_corpus = {
-            name: compute_metrics(y[split.test][tested == name], predicted[tested == name], classes=classes)
+            name: compute_metrics(
+                y[split.test][tested == name], predicted[tested == name], classes=classes, names=names
+            )
             for name in sorted(set(tested))
         }
         folds.append(
@@ -159,7 +166,7 @@ def score(
                 "n_train": len(train),
                 "n_test": len(split.test),
                 "metrics": metrics,
-                "untrained": [EMOTIONS[c] for c in untrained],
+                "untrained": [names[c] for c in untrained],
                 "test": split.test,
                 "predicted": predicted,
             }

@@ -11,7 +11,7 @@ import pandas as pd
 
 from components.errors import SerError
 from components.evaluation.normalize import normalize_per_speaker
-from components.features.sets import SCALAR_SETS
+from components.features.sets import SCALAR_SETS, SEQUENCE_SETS
 from components.features.store import LABEL_TYPES, read_logmel
 
 KEY_COLUMNS: tuple[str, ...] = ("clip_id", "content_hash", *LABEL_TYPES)
@@ -22,7 +22,8 @@ class Dataset:
     """Labels and features of the same clips, row ``i`` everywhere being the same clip.
 
     ``stats`` maps a scalar feature set (``handmade``, ``egemaps``) to ``[n, n_features]``;
-    ``logmel`` is ``[n, n_mels, n_frames]`` or None when not loaded.
+    ``logmel`` is the sequence set the deep models read, ``[n, channels, n_frames]`` (log-mel,
+    or another of ``SEQUENCE_SETS`` as ``load_dataset`` was asked), or None when not loaded.
     """
 
     labels: pd.DataFrame
@@ -41,7 +42,7 @@ class Dataset:
         take = slice(None) if rows is None else rows
         stats = np.hstack([self.stats[name][take] for name in stats_sets]) if stats_sets else None
         if logmel and self.logmel is None:
-            raise SerError("this model needs log-mel features: add logmel to featurize.feature_sets")
+            raise SerError("this model reads a sequence set (logmel by default): none was loaded")
         layout = tuple((name, self.stats[name].shape[1]) for name in stats_sets)
         return {"stats": stats, "logmel": self.logmel[take] if logmel else None, "stats_layout": layout}
 
@@ -61,13 +62,16 @@ class Dataset:
         return Dataset(self.labels, stats, self.logmel)
 
 
-def load_dataset(features_dir: str | Path, stats_sets: Sequence[str], logmel: bool) -> Dataset:
+def load_dataset(
+    features_dir: str | Path, stats_sets: Sequence[str], logmel: bool, sequence: str = "logmel"
+) -> Dataset:
     """Read and align the feature tables a set of models needs.
 
     Args:
         features_dir: Folder of the featurize stage's Parquet tables.
         stats_sets: Scalar sets to load, e.g. ``["handmade", "egemaps"]``.
-        logmel: Whether to load the log-mel sequences.
+        logmel: Whether to load a sequence set (into ``Dataset.logmel``).
+        sequence: Which one: a name from ``SEQUENCE_SETS`` (``logmel``, ``whisper_tiny_en_frames``).
 
     Returns:
         A dataset of the clips present in every requested table, sorted by clip id.
@@ -85,9 +89,11 @@ def load_dataset(features_dir: str | Path, stats_sets: Sequence[str], logmel: bo
         tables[name] = _read(features_dir / f"{name}.parquet", name)
     mel_rows, mel_values = None, None
     if logmel:
-        path = features_dir / "logmel.parquet"
+        if sequence not in SEQUENCE_SETS:
+            raise SerError(f"sequence {sequence!r} is not a sequence set ({', '.join(SEQUENCE_SETS)})")
+        path = features_dir / f"{sequence}.parquet"
         if not path.exists():
-            raise SerError(f"{path}: missing; add logmel to featurize.feature_sets and run featurize")
+            raise SerError(f"{path}: missing; add {sequence} to featurize.feature_sets and run featurize")
         mel_rows, mel_values = read_logmel(path)
     keys = [table["clip_id"] for table in tables.values()]
     if mel_rows is not None:

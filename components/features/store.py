@@ -5,7 +5,9 @@ Every table has one row per clip, sorted by ``clip_id``: the keys ``clip_id`` an
 
 - ``handmade``, ``egemaps``: one float32 column per feature, named by the set.
 - ``logmel``: column ``logmel``, binary: the ``(n_mels, n_frames)`` float16 array in C
-  order, little-endian; every row has the shape in the schema metadata.
+  order, little-endian; every row has the shape in the schema metadata. The other sequence
+  sets (``sets.SEQUENCE_SETS``: ``whisper_tiny_en_frames``, ``(channels, n_frames)``) alike,
+  in a column named after the set.
 - ``waveform``: ``n_samples`` (int32) and ``waveform``, binary: int16 little-endian PCM at
   the metadata's ``sampling_rate``; divide by 32768 for float samples.
 
@@ -29,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.features import logmel, sets, waveform
+from components.features import sets, waveform
 
 METADATA_KEY = b"ser.features"
 KEY_COLUMNS: tuple[str, ...] = ("clip_id", "content_hash")
@@ -55,12 +57,10 @@ def table_schema(feature_set: str, params: Mapping[str, Any]) -> pa.Schema:
     }
     if feature_set in sets.SCALAR_SETS:
         fields += [pa.field(name, pa.float32()) for name in sets.feature_names(feature_set, params)]
-    elif feature_set == "logmel":
-        kwargs = {key: params[key] for key in logmel.PARAMS}
-        info.update(
-            dtype=logmel.DTYPE.str, shape=list(logmel.output_shape(params["sampling_rate"], **kwargs))
-        )
-        fields.append(pa.field("logmel", pa.binary()))
+    elif feature_set in sets.SEQUENCE_SETS:
+        dtype, shape = sets.sequence_layout(feature_set, params)
+        info.update(dtype=dtype.str, shape=list(shape))
+        fields.append(pa.field(feature_set, pa.binary()))
     else:
         info.update(dtype=waveform.DTYPE.str, sampling_rate=params["sampling_rate"], scale=waveform.SCALE)
         fields += [pa.field("n_samples", pa.int32()), pa.field("waveform", pa.binary())]
@@ -86,8 +86,9 @@ def encode_rows(feature_set: str, values: Sequence[np.ndarray], schema: pa.Schem
         rows = np.stack(values) if values else np.zeros((0, len(columns)), dtype=np.float32)
         by_column = np.ascontiguousarray(rows.T, dtype=np.float32)  # contiguous columns: no copy per column
         return [pa.array(by_column[j], type=pa.float32()) for j in range(len(columns))]
-    if feature_set == "logmel":
-        return [pa.array([v.astype(logmel.DTYPE, copy=False).tobytes() for v in values], type=pa.binary())]
+    if feature_set in sets.SEQUENCE_SETS:
+        dtype = np.dtype((schema_info(schema) or {})["dtype"])
+        return [pa.array([v.astype(dtype, copy=False).tobytes() for v in values], type=pa.binary())]
     pcm = [v.astype(waveform.DTYPE, copy=False) for v in values]
     return [
         pa.array([len(v) for v in pcm], type=pa.int32()),
@@ -167,7 +168,7 @@ class RowSource:
 
 
 def read_logmel(path: str | Path, dtype: np.dtype | type = np.float32) -> tuple[pd.DataFrame, np.ndarray]:
-    """Read a ``logmel.parquet`` table.
+    """Read a sequence table: ``logmel.parquet`` or another of ``sets.SEQUENCE_SETS``.
 
     Args:
         path: The table.
@@ -175,12 +176,13 @@ def read_logmel(path: str | Path, dtype: np.dtype | type = np.float32) -> tuple[
 
     Returns:
         ``(rows, logmel)``: a DataFrame of keys and labels, and an array of shape
-        ``(n_clips, n_mels, n_frames)`` whose row ``i`` belongs to ``rows.iloc[i]``.
+        ``(n_clips, n_mels, n_frames)`` (channels for sets other than log-mel) whose row ``i``
+        belongs to ``rows.iloc[i]``.
     """
     table = pq.read_table(path)
     info = schema_info(table.schema) or {}
     shape = tuple(info["shape"])
-    blobs = _binary_values(table.column("logmel"))
+    blobs = _binary_values(table.column(info.get("feature_set", "logmel")))
     values = np.frombuffer(blobs, dtype=info["dtype"]).reshape((table.num_rows, *shape))
     return _rows(table), values.astype(dtype)
 

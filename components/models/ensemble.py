@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from components.errors import SerError
 from components.models.training import Log
 
-MEMBER_KEYS = ("kind", "features")  # a member's section: these plus its model settings
+MEMBER_KEYS = ("kind", "features", "sequence")  # a member's section: these plus its model settings
 
 
 def member_reads_logmel(section: Mapping[str, Any], deep_kinds: Sequence[str]) -> bool:

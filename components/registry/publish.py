@@ -16,14 +16,18 @@ from mlflow import MlflowClient
 from components.data.clip_checks import ClipLimits
 from components.evaluation.evaluate import Evaluation, ModelSpec, fit_on_rows, prepare_data
 from components.evaluation.protocols import actor_kfold
+from components.evaluation.train_corpora import CorpusChoice
 from components.features.sets import extract_params
 from components.features.store import recorded_params
 from components.paths import CLIPS_TABLE, FEATURES_DIR
 from components.registry.model_card import (
     CARD_ARTIFACT,
+    CORPORA_TAG,
+    LABEL_SET_TAG,
     CardFacts,
     card_description,
-    clip_durations,
+    corpus_tags,
+    recorded_columns,
     render_card,
 )
 from components.registry.model_io import log_predictor
@@ -51,6 +55,7 @@ def publish_best(
     data_version: str,
     primary: list[Evaluation],
     settings: Settings,
+    choice: CorpusChoice | None = None,
 ) -> Decision:
     """Refit the best baseline ``spec`` as a raw-audio pyfunc and :func:`publish` it.
 
@@ -64,19 +69,21 @@ def publish_best(
         primary: Every model's evaluation under the primary protocol (fresh scores by kind).
         settings: The typed settings the train stage loaded: ``evaluate`` (folds, metric),
             ``tracking.model_name``, ``validate``'s per-clip checks and the model sections' kinds.
+        choice: The clips of ``train.corpora`` and their labels, as the models were scored on.
     """
     evaluate = settings.evaluate
     if evaluate.speaker_norm:
         return Decision("", False, "speaker-normalised models need many clips per speaker: not registered")
     metric = evaluate.primary_metric
     score = float(best.summary[f"{metric}_mean"])
-    data = prepare_data(spec, FEATURES_DIR, best.subset, speaker_norm=False)
+    data = prepare_data(spec, FEATURES_DIR, best.subset, speaker_norm=False, choice=choice)
     validate = settings.validate_
     extract = model_extract(spec, settings.preprocess, settings.featurize)
     predictor = EmotionPredictor(
         model=refit(spec, data, evaluate),
         stats_sets=spec.stats_sets,
         uses_logmel=spec.uses_logmel,
+        sequence=spec.sequence,
         extract=extract,
         info={
             "model": spec.name,
@@ -95,16 +102,14 @@ def publish_best(
     model = {"model_kind": spec.kind, "model_name": spec.name, "data_version": data_version}
     log_model = functools.partial(log_predictor, predictor)
     registry_name = settings.tracking.model_name
-    facts = CardFacts(extract, training_clips(data.labels), settings.ingest.source)
+    facts = CardFacts(extract, training_clips(data.labels), settings.ingest.describe())
     return publish(client, registry_name, experiment, parent, best, metric, model, log_model, fresh, facts)
 
 
 def training_clips(labels: pd.DataFrame) -> pd.DataFrame:
-    """The training clips' labels with their recorded lengths (``audio_dur``) from the clips table."""
-    durations = clip_durations(CLIPS_TABLE, labels["clip_id"])
-    if durations is None:
-        return labels
-    return labels.assign(audio_dur=labels["clip_id"].map(durations))
+    """The training clips' labels with what the clips table records of them: ``audio_dur``, ``corpus``."""
+    recorded = recorded_columns(CLIPS_TABLE, labels["clip_id"])
+    return labels.assign(**{column: labels["clip_id"].map(values) for column, values in recorded.items()})
 
 
 def publish(
@@ -134,7 +139,8 @@ def publish(
         best: The evaluation whose mean ``metric`` is the candidate's score.
         metric: The primary metric.
         model_tags: ``model_kind``, ``model_name``, ``data_version`` and any tags of the kind's own
-            (e.g. ``pretrained``); the protocol, subset, score, commit and parent run are added here.
+            (e.g. ``pretrained``); the protocol, subset, score, commit, parent run, training
+            corpora and label set (``ser.corpora``, ``ser.label_set``) are added here.
         log_model: Logs the model inside the active MLflow run and returns its model URI.
         fresh_scores: Model kind → its score in this run (see :func:`promote_if_better`).
         facts: What the model card says beyond the evaluation: preprocessing, training clips
@@ -151,6 +157,7 @@ def publish(
     tags["n_folds"] = str(len(getattr(best, "folds", None) or []))
     tags |= {"primary_metric_value": f"{score:.6f}", "git_commit": git_commit(), "pipeline_run": parent}
     facts = facts or CardFacts()
+    tags |= corpus_tags(best, facts)  # on the refit run and the version
     mlflow.set_tracking_uri(client.tracking_uri)
     with tracked_run(client, experiment, f"refit/{tags['model_name']}", parent, tags) as run:
         if facts.training_clips is not None:
@@ -158,7 +165,9 @@ def publish(
         with mlflow.start_run(run_id=run):
             model_uri = log_model()
             mlflow.log_metric(f"cv_{metric}", score)
-    comparable = {k: tags[k] for k in ("data_version", "protocol", "subset", "primary_metric", "n_folds")}
+    # a model of other corpora or labels (train.corpora, the label map) is not the same measurement either
+    same = ("data_version", "protocol", "subset", "primary_metric", "n_folds", CORPORA_TAG, LABEL_SET_TAG)
+    comparable = {k: tags[k] for k in same}
     # One critical section from registering to moving the alias: another run waits for it.
     with registry_lock(client, f"publishing {tags['model_name']}"):
         version = register(client, registry_name, model_uri, run, tags)
@@ -175,5 +184,5 @@ def model_extract(spec: ModelSpec, preprocess: Preprocess, featurize: Featurize)
     The ``preprocess``/``featurize`` settings fill only what no table it reads records
     (e.g. ``clip_dur``, the window length, for a model of clip statistics alone).
     """
-    read = [*spec.stats_sets, *(["logmel"] if spec.uses_logmel else [])]
+    read = [*spec.stats_sets, *([spec.sequence] if spec.uses_logmel else [])]
     return extract_params(preprocess, featurize) | recorded_params(FEATURES_DIR, read)

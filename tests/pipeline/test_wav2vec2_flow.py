@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from components.data.ravdess import EMOTION_NAMES
 from components.errors import SerError
-from components.settings import load_params
+from components.settings import Wav2Vec2, load_params
 from components.wav2vec2.pretrained import save_tiny_checkpoint
 from tests.conftest import ROOT
 
@@ -64,6 +64,7 @@ def stage_settings(pretrained: str, **wav2vec2) -> dict:
     settings["evaluate"].update(
         runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=4, n_val_actors=1
     )
+    settings["train"]["profile"] = "full"  # as configured here (the quick profile has its own test)
     return settings
 
 
@@ -283,3 +284,18 @@ def test_prefect_yaml_deploys_the_finetune_flow_on_the_gpu_pool():
     entry = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
     assert isinstance(entry, Flow) and entry.name == "wav2vec2"
     assert finetune["parameters"].items() <= entry.validate_parameters(finetune["parameters"]).items()
+
+
+def test_the_quick_profile_trims_this_stage_as_it_trims_train(
+    workspace, waveforms, tiny_wav2vec2, mlflow_store
+):
+    from flows.wav2vec2 import stage_settings as flow_settings
+
+    settings = stage_settings(tiny_wav2vec2, mode="embed")
+    settings["evaluate"]["runs"].append({"protocol": "random", "subset": "all"})
+    settings["train"].update(profile="quick", quick={**settings["train"]["quick"], "runs": 1, "n_folds": 3})
+    metrics = run_stage(settings, waveforms)
+    assert [(r["protocol"], r["n_folds"]) for r in metrics["results"]] == [("actor-kfold", 3)]
+    section = Wav2Vec2(pretrained=tiny_wav2vec2, epochs=12)
+    assert flow_settings(section, max_epochs=8)["finetune"].epochs == 8
+    assert flow_settings(section)["finetune"].epochs == 12

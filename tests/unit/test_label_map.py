@@ -15,14 +15,14 @@ from components.errors import SerError
 from components.evaluation.cross_corpus import combine
 from components.evaluation.dataset import Dataset
 from components.evaluation.protocols import make_splits
-from components.paths import LABEL_MAP_FILE
+from components.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def label_map():
-    return load_label_map(ROOT / LABEL_MAP_FILE)
+    return load_label_map(ROOT / load_settings(ROOT / "params.yaml").evaluate.label_map)
 
 
 def test_the_project_map_covers_every_native_label_of_every_fixed_corpus(label_map):
@@ -131,10 +131,19 @@ def test_combine_numbers_speakers_apart_and_counts_left_out_labels(label_map):
     )  # speaker 03 of each is not one voice
 
 
-def test_native_labels_only_for_ravdess_alone(label_map):
-    emodb, table = _corpus("emodb", ["03"], ["W"])
-    with pytest.raises(SerError, match="native labels are RAVDESS's alone"):
-        combine({"emodb": emodb}, {"emodb": table}, None)
+def test_native_labels_are_one_corpus_own_named_in_english(label_map):
+    emodb, table = _corpus("emodb", ["03"], ["W", "L", "N"])
+    emodb.labels["emotion"] = [get_corpus("emodb").label_code(native) for native in table["native_label"]]
+    data, left_out = combine({"emodb": emodb}, {"emodb": table}, None)
+    assert left_out == {}  # boredom kept: the native set is all 7
+    assert dict(zip(data.labels["emotion"], data.labels["label"], strict=True)) == {
+        1: "anger",
+        2: "boredom",
+        7: "neutral",
+    }
+    ravdess, ravdess_table = _corpus("ravdess", ["03"], ["angry"])
+    with pytest.raises(SerError, match="native labels are one corpus's own: emodb, ravdess"):
+        combine({"emodb": emodb, "ravdess": ravdess}, {"emodb": table, "ravdess": ravdess_table}, None)
 
 
 def test_corpus_normalisation_centres_each_corpus_without_labels(label_map):

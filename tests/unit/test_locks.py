@@ -143,7 +143,8 @@ def test_publishing_registers_and_promotes_under_one_registry_lock(mlflow_store,
     )
     experiment = client.create_experiment("publish")
     folds = [SimpleNamespace()] * 3
-    best = SimpleNamespace(summary={"uar_mean": 0.5}, protocol="holdout", subset="all", folds=folds)
+    summary = {"uar_mean": 0.5, "class_names": ["neutral", "angry"]}
+    best = SimpleNamespace(summary=summary, protocol="holdout", subset="all", folds=folds)
     model = {"model_kind": "svm", "model_name": "svm", "data_version": "v1", "pretrained": "x"}
     decision = publishing.publish(
         client, "m", experiment, "parent", best, "uar", model, lambda: "runs:/r/model", {}
@@ -157,7 +158,9 @@ def test_publishing_registers_and_promotes_under_one_registry_lock(mlflow_store,
     ]
     tags = calls[0][2]
     assert tags["primary_metric_value"] == "0.500000" and tags["pretrained"] == "x"
+    assert (tags["ser.corpora"], tags["ser.label_set"]) == ("ravdess", "neutral,angry")  # no clips: RAVDESS
     comparable = {"data_version": "v1", "protocol": "holdout", "subset": "all", "primary_metric": "uar"}
     comparable["n_folds"] = "3"  # a 3-fold score is not compared with a 6-fold one as the same measurement
+    comparable |= {"ser.corpora": "ravdess", "ser.label_set": "neutral,angry"}  # nor other corpora or labels
     assert calls[1][2] == comparable
     assert not lock.exists()  # released once published

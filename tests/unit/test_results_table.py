@@ -114,3 +114,28 @@ def test_print_leaves_the_readme_alone_and_a_readme_without_markers_is_refused(r
     assert results_table.main(["--metrics", str(metrics), "--readme", str(readme), "--print"]) == 0
     assert readme.read_text() == "no markers here\n"
     assert results_table.main(["--metrics", str(metrics), "--readme", str(readme)]) == 1
+
+
+def test_the_real_sample_figures_of_benchmarks_accuracy_add_a_second_table(results_table, tmp_path):
+    plain = [dict(row("ensemble_compare", "actor-kfold", "all", 0.61, 0.6), norm=False, folds=6)]
+    plain.append(dict(row("cnn", "random", "all", 0.7, 0.69), norm=False, folds=1))
+    normalised = dict(row("cnn", "actor-kfold", "all", 0.9, 0.9), norm=True, folds=6)
+    accuracy = {"data": "actors 01–12, 1248 clips", "commands": ["python benchmarks/accuracy.py"]}
+    accuracy["results"] = [*plain, normalised]
+    text = results_table.render(TRAIN, INGEST, date="2026-12-04", accuracy=accuracy)
+    demo, real = text.split("On the **real RAVDESS sample**: actors 01–12, 1248 clips. Measured by ")
+    assert "| svm |" in demo and "ensemble_compare" not in demo
+    assert real.startswith("`python benchmarks/accuracy.py` and") and "0.900" not in real  # no speaker norm
+    assert "| ensemble_compare | **0.610 ± 0.050 / 0.600** | – |" in real
+    assert "| cnn | – | **0.700 / 0.690** |" in real
+    assert results_table.render(None, accuracy=accuracy).startswith(results_table.NO_METRICS)
+    assert "real RAVDESS" in results_table.render(None, accuracy=accuracy)
+    assert "real RAVDESS" not in results_table.render(TRAIN, INGEST, accuracy={"results": [normalised]})
+
+    metrics, path = write_metrics(tmp_path / "metrics"), tmp_path / "accuracy.json"
+    path.write_text(json.dumps(accuracy))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    args = ["--metrics", str(metrics), "--readme", str(readme), "--accuracy", str(path)]
+    assert results_table.main(args) == 0
+    assert "| ensemble_compare | **0.610 ± 0.050 / 0.600** | – |" in readme.read_text()

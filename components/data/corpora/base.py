@@ -78,6 +78,8 @@ class Corpus:
         title: What to call it in reports.
         native_labels: The emotion labels in the corpus's own spelling, in code order
             (code ``i + 1`` in feature tables); None for an open set (a user's own data).
+        label_names: Native label → its English name, where the spelling is a code
+            (EmoDB ``W`` → ``anger``): what a score on the native label set calls the class.
         speaker_gender: The speakers the corpus defines and their gender.
         folds: The speaker-independent protocol the corpus is scored with by default:
             ``{"protocol": ..., **settings}`` for :func:`components.evaluation.protocols.make_splits`.
@@ -86,6 +88,7 @@ class Corpus:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     native_labels: ClassVar[tuple[str, ...] | None] = None
+    label_names: ClassVar[Mapping[str, str]] = {}
     speaker_gender: ClassVar[Mapping[str, str]] = {}
     folds: ClassVar[Mapping[str, Any]] = {"protocol": "leave-one-speaker-out", "n_val_actors": 1}
 
@@ -134,6 +137,10 @@ class Corpus:
         if speaker not in ordered:
             raise SerError(f"{self.name}: speaker {speaker!r} has no number (known: {', '.join(ordered)})")
         return ordered.index(speaker) + 1
+
+    def label_name(self, native_label: str) -> str:
+        """What a score on the corpus's native label set calls a label (the label itself if no name)."""
+        return self.label_names.get(native_label, native_label)
 
     def label_code(self, native_label: str) -> int:
         """The integer the feature tables store as ``emotion``: the label's place, from 1."""

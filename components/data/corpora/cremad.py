@@ -82,6 +82,7 @@ class CremaD(Corpus):
     name = "cremad"
     title = "CREMA-D"
     native_labels = tuple(LABELS)
+    label_names = LABELS
     speaker_gender: ClassVar[dict[str, str]] = {str(a): "" for a in ACTORS}
     folds: ClassVar[dict[str, Any]] = {"protocol": "actor-kfold", "n_folds": 5, "n_val_actors": 4}
 

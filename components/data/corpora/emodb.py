@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from typing import ClassVar
 
 from components.data.corpora.base import Corpus, CorpusClip
 from components.errors import SerError
@@ -35,6 +36,7 @@ class EmoDB(Corpus):
     name = "emodb"
     title = "EmoDB"
     native_labels = tuple(LABELS)
+    label_names: ClassVar[dict[str, str]] = {code: name.split(" (")[0] for code, name in LABELS.items()}
     speaker_gender = SPEAKERS
 
     def parse(self, relative: str, location: str) -> CorpusClip:

@@ -1,6 +1,6 @@
 """The label map: each corpus's native emotion labels onto one shared label set.
 
-The map is data (``data/label_map.yaml``), not code::
+The map is data (``data/label_map.yaml``, named by ``evaluate.label_map``), not code::
 
     labels: [neutral, happy, sad, angry, fearful, disgust, surprised]
     corpora:

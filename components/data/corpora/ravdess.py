@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from components.data.corpora.base import Corpus, CorpusClip, CorpusScan
-from components.data.discover import _check_folder, discover
+from components.data.discover import check_actor_folder, discover
 from components.data.ravdess import EMOTION_NAMES, ClipLabels, parse_name
 from components.errors import SerError
 
@@ -46,7 +46,7 @@ class Ravdess(Corpus):
     def parse(self, relative: str, location: str) -> CorpusClip:
         """A RAVDESS file: its seven-field name, and its ``Actor_XX`` folder if any agrees."""
         labels = parse_name(relative)
-        problem = _check_folder(relative, labels)
+        problem = check_actor_folder(relative, labels)
         if problem:
             raise SerError(f"{Path(relative).name}: {problem}")
         return _clip(labels, location)

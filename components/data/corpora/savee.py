@@ -31,6 +31,7 @@ class Savee(Corpus):
     name = "savee"
     title = "SAVEE"
     native_labels = tuple(LABELS)
+    label_names = LABELS
     speaker_gender = SPEAKERS
 
     def parse(self, relative: str, location: str) -> CorpusClip:

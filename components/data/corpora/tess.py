@@ -35,6 +35,7 @@ class Tess(Corpus):
     name = "tess"
     title = "TESS"
     native_labels = tuple(LABELS)
+    label_names = LABELS
     speaker_gender = SPEAKERS
     folds: ClassVar[dict[str, Any]] = {"protocol": "leave-one-speaker-out", "n_val_actors": 0}
 

@@ -10,7 +10,7 @@ of actors, a demo corpus) is legitimately partial.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,22 @@ def validate_clips(
     suite.name = name
     checks = run_suite(add_count_columns(clips), suite, docs_dir, context)
     problems = find_problems(clips, params)
+    return sorted_report(clips, problems, rejected, checks, count_warnings, params, docs_dir)
+
+
+def sorted_report(
+    clips: pd.DataFrame,
+    problems: pd.Series,
+    rejected: pd.DataFrame,
+    checks: Any,
+    warnings: Callable[[pd.DataFrame], list[str]],
+    params: Mapping[str, Any],
+    docs_dir: Path | None,
+) -> ValidationReport:
+    """The report of a checked clips table: clips with a problem moved to the rejected table.
+
+    ``problems`` holds each clip's reasons ("" when usable); ``warnings`` reads the accepted clips.
+    """
     bad = problems != ""
     newly_rejected = clips.loc[bad, ["location", "clip_id"]].assign(reason=problems[bad])
     accepted = clips.loc[~bad].reset_index(drop=True)
@@ -302,7 +318,7 @@ def validate_clips(
         clips=accepted,
         rejected=pd.concat([rejected, newly_rejected], ignore_index=True).astype(str),
         checks=checks,
-        warnings=count_warnings(accepted),
+        warnings=warnings(accepted),
         max_rejected_share=float(params["max_rejected_share"]),
         docs_dir=docs_dir,
     )

@@ -19,7 +19,7 @@ import pandas as pd
 
 from components.data.corpora.base import Corpus, CorpusClip, CorpusScan
 from components.data.discover import AudioFile, Discovery
-from components.data.validate import SUITE_NAME, build_suite, find_problems, run_suite
+from components.data.validate import SUITE_NAME, build_suite, find_problems, run_suite, sorted_report
 from components.data.validation_report import ValidationReport
 
 AUDIO_CHECK_COLUMNS = ("sampling_rate", "audio_dur", "peak", "silent_share", "clipped_share")
@@ -177,17 +177,11 @@ def validate_corpus_clips(
     suite.name = name or suite.name
     checks = run_suite(counted, suite, docs_dir, context)
     problems = find_problems(clips, params, suite)
-    bad = problems != ""
-    newly_rejected = clips.loc[bad, ["location", "clip_id"]].assign(reason=problems[bad])
-    accepted = clips.loc[~bad].reset_index(drop=True)
-    return ValidationReport(
-        clips=accepted,
-        rejected=pd.concat([rejected, newly_rejected], ignore_index=True).astype(str),
-        checks=checks,
-        warnings=speaker_warnings(corpus, accepted),
-        max_rejected_share=float(params["max_rejected_share"]),
-        docs_dir=docs_dir,
-    )
+
+    def warnings(accepted: pd.DataFrame) -> list[str]:
+        return speaker_warnings(corpus, accepted)
+
+    return sorted_report(clips, problems, rejected, checks, warnings, params, docs_dir)
 
 
 def merge_reports(reports: Mapping[str, ValidationReport]) -> ValidationReport:

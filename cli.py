@@ -193,6 +193,15 @@ def evaluate_cmd(
             "--speaker-adapt", help="Re-centre each test actor on the training mean (speaker adaptation)."
         ),
     ] = False,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="cross-corpus, leave-one-corpus-out: also log the matrix (a metric per cell, the table, "
+            "heat maps) as a run of <tracking.experiment>-cross-corpus in MLFLOW_TRACKING_URI, else "
+            "--params' tracking.tracking_uri.",
+        ),
+    ] = False,
 ) -> None:
     """Score models on DATA under an evaluation protocol and print a results table.
 
@@ -222,11 +231,15 @@ def evaluate_cmd(
     unknown = [name for name in names if name not in settings.models]
     if unknown:
         raise SerError(f"--models: no params.yaml section for {', '.join(unknown)}")
+    if mlflow:
+        _check_matrix_store(data, protocol, settings, params)
     if any("=" in item for item in data):
         label_map = label_map or params.resolve().parent / settings.evaluate.label_map
         options = {"train": train, "test": test, "label_set": label_set, "label_map_path": label_map}
         options |= {"normalization": normalize, "subset": subset}
-        _evaluate_corpora(data, features, settings, names, protocol, options, json_out)
+        report = _evaluate_corpora(data, features, settings, names, protocol, options, json_out)
+        if mlflow:
+            _log_matrix(report, data, settings, names, protocol, options, params)
         return
     if len(data) != 1:
         raise SerError("give one RAVDESS folder or zip, or CORPUS=PATH items (e.g. emodb=path/to/emodb)")
@@ -248,8 +261,8 @@ def _evaluate_corpora(
     protocol: str,
     options: dict[str, Any],
     json_out: Path | None,
-) -> None:
-    """``ser evaluate`` over CORPUS=PATH items (see components.data.corpora)."""
+) -> dict[str, Any]:
+    """``ser evaluate`` over CORPUS=PATH items (see components.data.corpora); returns the report."""
     from components.data.corpora import parse_sources
     from components.evaluation.metrics import format_table
     from components.runtime.files import write_json
@@ -269,6 +282,44 @@ def _evaluate_corpora(
             typer.echo(f"{row['model']}: too few training clips, class not trained on in {row['untrained']}")
     if json_out is not None:
         write_json(json_out, report)
+    return report
+
+
+def _check_matrix_store(data: list[str], protocol: str, settings: Settings, params: Path) -> None:
+    """``--mlflow`` before any work: a corpus protocol, and a store that can be used."""
+    from components.evaluation.cross_corpus import CORPUS_PROTOCOLS
+    from flows.evaluate import open_store
+
+    if not any("=" in item for item in data) or protocol not in CORPUS_PROTOCOLS:
+        raise SerError(f"--mlflow logs the matrix of CORPUS=PATH items under {' or '.join(CORPUS_PROTOCOLS)}")
+    open_store(settings.tracking, params.resolve().parent)
+
+
+def _log_matrix(
+    report: dict[str, Any],
+    items: list[str],
+    settings: Settings,
+    names: list[str],
+    protocol: str,
+    options: dict[str, Any],
+    params: Path,
+) -> None:
+    """``--mlflow``: the matrix of the corpora report just printed, as one MLflow run."""
+    from flows.evaluate import log_matrix_run
+
+    run_params = {
+        "protocol": protocol,
+        "corpora": ",".join(items),
+        "label_set": report["label_set"],
+        "label_map": str(options["label_map_path"]) if report["label_set"] == "shared" else "",
+        "models": ",".join(names),
+        "normalization": options["normalization"],
+        "subset": options["subset"],
+    }
+    if protocol == "cross-corpus":
+        run_params |= {"train": options["train"], "test": options["test"]}
+    run, experiment = log_matrix_run(report["matrix"], run_params, settings.tracking, params.resolve().parent)
+    typer.echo(f"MLflow: run {run} in experiment {experiment}")
 
 
 @app.command("predict")

@@ -1,7 +1,7 @@
 """Cross-corpus matrix: train on one corpus (or all together), test on each, on the shared labels.
 
     python benchmarks/cross_corpus.py [--corpus ravdess=PATH --corpus emodb=PATH ...]
-        [--models ensemble_compare,svm] [--features .ser-cache/corpus-features]
+        [--models ensemble_compare,svm] [--features .ser-cache/corpus-features] [--mlflow]
 
 Default corpora: RAVDESS speech (RAVDESS_DIR/speech, actors 01-12) and EmoDB (EMODB_DIR,
 default ../shared/emodb). Every cell is scored on the labels all the corpora share
@@ -17,7 +17,9 @@ out-of-sample predictions for every clip of the test corpus:
 Then the gap closer: feature normalisation (none, per speaker, per corpus; no labels used) is
 chosen per cell on *validation* speakers (the first ~third of each test corpus's sorted
 speakers: RAVDESS 01-04, EmoDB 03 and 08) and reported on the other, *test*, speakers only.
-Writes reports/cross_corpus.md, reports/cross_corpus.png (heat maps) and reports/cross_corpus.json.
+Writes reports/cross_corpus.md, reports/cross_corpus.png (heat maps) and reports/cross_corpus.json;
+with ``--mlflow`` also one MLflow run of the plain matrix and the heat maps, as ``ser evaluate
+--mlflow`` logs (``flows.evaluate.log_matrix_run``).
 """
 
 from __future__ import annotations
@@ -28,23 +30,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from common import ROOT, add_common_args, write_report
+from common import ROOT, add_common_args, command_line, write_report
+from matplotlib.figure import Figure
 
 from components.data.corpora import get_corpus, parse_sources
 from components.data.corpora.label_map import load_label_map
-from components.evaluation.cross_corpus import NORMALIZATIONS, combine, joint_speaker_folds, score
+from components.evaluation.cross_corpus import (
+    NORMALIZATIONS,
+    combine,
+    joint_speaker_folds,
+    plot_matrices,
+    score,
+)
 from components.evaluation.dataset import Dataset, load_dataset
 from components.evaluation.evaluate import ModelSpec
 from components.evaluation.metrics import compute_metrics
 from components.evaluation.protocols import make_splits
 from components.runtime.files import write_json
 from components.settings import load_settings
-from flows.evaluate import featurize_corpus, needed_sets
+from flows.evaluate import featurize_corpus, log_matrix_run, needed_sets, open_store
 
 FEATURES = ROOT / ".ser-cache" / "corpus-features"
 JOINT = "all together"
@@ -223,39 +228,54 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def figure(result: dict[str, Any]) -> Figure:
+    """Each model's UAR heat maps: no normalisation, and normalisation chosen on validation speakers."""
     names = list(result["corpora"])
     rows = [*names, JOINT]
-    models = list(result["models"])
-    fig, axes = plt.subplots(len(models), 2, figsize=(8.5, 3.6 * len(models)), squeeze=False)
-    for i, model in enumerate(models):
-        cells = result["models"][model]["cells"]
-        for j, (title, pick) in enumerate(
-            [
-                ("no normalisation", lambda c: c["by_norm"]["none"]["all"]["uar"]),
-                (
-                    "normalisation chosen\non validation speakers (test speakers)",
-                    lambda c: c["by_norm"][c["chosen"]]["test"]["uar"],
-                ),
-            ]
-        ):
+    panels = []
+    for model, info in result["models"].items():
+        cells = info["cells"]
+        for title, pick in [
+            ("no normalisation", lambda c: c["by_norm"]["none"]["all"]["uar"]),
+            (
+                "normalisation chosen\non validation speakers (test speakers)",
+                lambda c: c["by_norm"][c["chosen"]]["test"]["uar"],
+            ),
+        ]:
             grid = np.array([[pick(cells[r][c]) for c in names] for r in rows])
-            ax = axes[i][j]
-            ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
-            ax.set_xticks(range(len(names)), [_label(n) for n in names])
-            ax.set_yticks(range(len(rows)), [_label(r) for r in rows])
-            ax.set_xlabel("test corpus")
-            ax.set_ylabel("training corpus")
-            ax.set_title(f"{model}: UAR,\n{title}", fontsize=9)
-            for (r, c), value in np.ndenumerate(grid):
-                ax.text(
-                    c, r, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black"
-                )
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+            labels = [_label(r) for r in rows], [_label(n) for n in names]
+            panels.append((f"{model}: UAR,\n{title}", *labels, grid))
+    return plot_matrices(panels)
+
+
+def matrix_cells(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plain matrix (no normalisation, all speakers of the test corpus) as cells to log."""
+    names = list(result["corpora"])
+    cells = []
+    for model, info in result["models"].items():
+        for train in [*names, JOINT]:
+            for test in names:
+                plain = info["cells"][train][test]["by_norm"]["none"]["all"]
+                scores = {"uar": round(plain["uar"], 4), "accuracy": round(plain["accuracy"], 4)}
+                cells.append({"model": model, "train": train, "test": test, **scores, "n_test": plain["n"]})
+    return cells
+
+
+def log_to_mlflow(result: dict[str, Any], fig: Figure) -> None:
+    """One MLflow run of the plain matrix and the heat maps (the store of params.yaml's tracking)."""
+    first = next(iter(result["models"].values()))
+    params = {
+        "protocol": "cross-corpus matrix (benchmarks/cross_corpus.py)",
+        "corpora": ",".join(f"{n}={p}" for n, p in result["corpora"].items()),
+        "label_set": "shared",
+        "classes": ",".join(first["classes"]),
+        "models": ",".join(result["models"]),
+        "command": command_line(),
+    }
+    tracking = load_settings(ROOT / "params.yaml").tracking
+    cells = matrix_cells(result)
+    run, experiment = log_matrix_run(cells, params, tracking, ROOT, fig, "cross-corpus benchmark")
+    print(f"MLflow: run {run} in experiment {experiment}")
 
 
 def main() -> None:
@@ -269,11 +289,22 @@ def main() -> None:
         "--features", type=Path, default=FEATURES, help="feature caches, one folder per corpus"
     )
     parser.add_argument("--joint-folds", type=int, default=5, help="folds of the all-together row")
+    parser.add_argument(
+        "--mlflow", action="store_true", help="also log the matrix as an MLflow run (params.yaml's store)"
+    )
     args = parser.parse_args()
+    if args.mlflow:  # a store that cannot be used fails now, not after the measurement
+        open_store(load_settings(ROOT / "params.yaml").tracking, ROOT)
     result = measure(args)
     write_json(args.out.with_suffix(".json"), result)
-    plot(result, args.out.with_suffix(".png"))
+    fig = figure(result)
+    png = args.out.with_suffix(".png")
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(png)
     write_report(args.out, render(result))
+    if args.mlflow:
+        log_to_mlflow(result, fig)
 
 
 if __name__ == "__main__":

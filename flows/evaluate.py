@@ -24,7 +24,7 @@ from components.evaluation.metrics import plot_confusion
 from components.evaluation.protocols import SUBSETS
 from components.features.sets import SCALAR_SETS, SEQUENCE_SETS
 from components.runtime.files import project_root
-from components.settings import Settings, load_settings
+from components.settings import Settings, Tracking, load_settings
 from flows import fail_cleanly
 from flows.featurize import extract_features, featurize_data
 from flows.train import evaluate_model
@@ -143,11 +143,13 @@ def evaluate_corpora(
         subset: RAVDESS's clips kept: ``speech``, ``song`` or ``all`` (the others are speech).
 
     Returns:
-        ``label_set``, per corpus its counts and the clips left out by the label map, and
-        ``rows``: one results row per model (or per split when the splits' classes differ).
+        ``label_set``, per corpus its counts and the clips left out by the label map,
+        ``rows``: one results row per model (or per split when the splits' classes differ),
+        and for ``cross-corpus`` and ``leave-one-corpus-out`` the ``matrix``'s cells
+        (:func:`components.evaluation.cross_corpus.matrix_cells`).
     """
     from components.data.corpora.label_map import load_label_map
-    from components.evaluation.cross_corpus import combine, result_rows, score
+    from components.evaluation.cross_corpus import CORPUS_PROTOCOLS, combine, matrix_cells, result_rows, score
     from components.evaluation.dataset import load_dataset
     from components.evaluation.protocols import make_splits, select_subset
 
@@ -187,7 +189,61 @@ def evaluate_corpora(
         scored = score(spec, data, splits)
         extra = {"label_set": label_set, "normalization": normalization, "subset": subset}
         report["rows"] += result_rows(spec.name, protocol, scored, extra)
+        if protocol in CORPUS_PROTOCOLS:
+            report.setdefault("matrix", []).extend(matrix_cells(spec.name, scored))
     return report
+
+
+def log_matrix_run(
+    cells: list[dict[str, Any]],
+    params: dict[str, Any],
+    tracking: Tracking,
+    project: Path,
+    figure: Any = None,
+    name: str = "cross-corpus",
+) -> tuple[str, str]:
+    """Log a cross-corpus matrix as one MLflow run (:func:`components.tracking.cross_corpus.log_matrix`).
+
+    The store is ``MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri`` (a relative SQLite
+    path is relative to ``project``); the experiment ``<tracking.experiment>-cross-corpus``.
+
+    Args:
+        cells: The matrix's cells (``model``, ``train``, ``test``, ``uar``, ``accuracy`` ...).
+        params: The run's params.
+        tracking: The ``tracking`` settings.
+        project: The folder of the params file.
+        figure: The heat maps; None draws each model's UAR and accuracy
+            (:func:`components.evaluation.cross_corpus.matrix_figure`).
+        name: The run name.
+
+    Returns:
+        ``(run id, experiment name)``.
+    """
+    from mlflow import MlflowClient
+
+    from components.evaluation.cross_corpus import matrix_figure
+    from components.tracking.cross_corpus import EXPERIMENT_SUFFIX, log_matrix
+    from components.tracking.runs import experiment_id, git_commit
+
+    client = MlflowClient(open_store(tracking, project))
+    experiment = tracking.experiment + EXPERIMENT_SUFFIX
+    figure = figure if figure is not None else matrix_figure(cells)
+    tags = {"git_commit": git_commit()}
+    run = log_matrix(client, experiment_id(client, tracking, experiment), cells, params, figure, name, tags)
+    return run, experiment
+
+
+def open_store(tracking: Tracking, project: Path) -> str:
+    """The tracking URI, checked (a server must answer within ``tracking.http_*``); a SQLite
+    store's folder is made, so the first run creates the store."""
+    from components.tracking.runs import store_uri
+    from components.tracking.store import check_server
+
+    uri = store_uri(tracking, project)
+    check_server(tracking, uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
 
 
 def _with_sets(data: Any, names: tuple[str, ...]) -> Any:

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 
 from components.data import synth, synth_voice
 from components.data.archive import safe_extract
+from components.data.corpora import get_corpus
 from components.data.fetch import fetch_ravdess
 from components.data.ingest import (
     fingerprint_source,
@@ -29,6 +30,7 @@ from components.data.ingest import (
     sync_sources,
     write_sources,
 )
+from components.data.ravdess import AUDIO_EXTENSIONS
 from components.data.synth import write_corpus
 from components.errors import SerError
 from components.paths import DOWNLOAD_DIR, INGEST_STATE_FILE, METRICS_DIR, RAW_DIR
@@ -37,8 +39,11 @@ from components.settings import Ingest, Source, load_settings
 from flows import fail_cleanly, run_flow
 
 
-def stage_source(source: str, staging: Path, settings: Ingest) -> Path:
-    """Materialise the source as a folder of audio and return it (``staging`` is scratch space)."""
+def stage_source(source: str, staging: Path, settings: Ingest, metadata_files: tuple[str, ...] = ()) -> Path:
+    """Materialise the source as a folder of audio and return it (``staging`` is scratch space).
+
+    A zip's ``metadata_files`` (a corpus's label files, found by name) are extracted with its audio.
+    """
     if source == "demo":
         write_corpus(staging, n_actors=settings.demo_actors, seed=settings.demo_seed)
         return staging
@@ -50,7 +55,8 @@ def stage_source(source: str, staging: Path, settings: Ingest) -> Path:
         return staging
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".zip":
-        safe_extract(path, staging, max_total_bytes=settings.max_extract_bytes)
+        suffixes = tuple(sorted({*AUDIO_EXTENSIONS, *(Path(name).suffix.lower() for name in metadata_files)}))
+        safe_extract(path, staging, max_total_bytes=settings.max_extract_bytes, allowed_suffixes=suffixes)
         return staging
     if path.is_dir():
         return path
@@ -66,7 +72,8 @@ def stage_sources(sources: list[Source], staging: Path, settings: Ingest) -> dic
                 f"ingest.source {source.name}: {source.path} is a manifest; ingest stages folders and "
                 "zips (a folder per emotion for custom data); `ser evaluate` reads manifests"
             )
-        folders[source.name] = stage_source(source.path, staging / source.name, settings)
+        files = get_corpus(source.corpus).metadata_files
+        folders[source.name] = stage_source(source.path, staging / source.name, settings, files)
     return folders
 
 
@@ -86,7 +93,8 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
     staging = Path(tempfile.mkdtemp(dir=raw_dir.parent, prefix=".ingest-"))
     try:
         if settings.sources:
-            summary = sync_sources(stage_sources(settings.sources, staging, settings), raw_dir)
+            folders = stage_sources(settings.sources, staging, settings)
+            summary = sync_sources(folders, raw_dir, metadata_files(settings))
             write_sources(raw_dir, {source.name: source.corpus for source in settings.sources})
         else:
             summary = sync_audio(stage_source(settings.source, staging, settings), raw_dir)
@@ -109,6 +117,11 @@ def ingest(settings: Ingest | None = None, raw_dir: Path = RAW_DIR) -> dict[str,
     }
 
 
+def metadata_files(settings: Ingest) -> dict[str, tuple[str, ...]]:
+    """By named source, the files besides audio its corpus reads (CREMA-D's demographics): copied too."""
+    return {source.name: get_corpus(source.corpus).metadata_files for source in settings.sources}
+
+
 def source_settings(settings: Ingest) -> dict[str, Any]:
     """The settings whose change must re-run ingest; for the demo corpus, the synthesiser's code too."""
     out = settings.model_dump(include={"demo_actors", "demo_seed", "max_extract_bytes"})
@@ -124,8 +137,9 @@ def source_fingerprint(settings: Ingest) -> str:
     """:func:`fingerprint_source` of the plain source, or of every named source with its corpus."""
     if not settings.sources:
         return fingerprint_source(settings.source, source_settings(settings))
+    files, shaping = metadata_files(settings), source_settings(settings)
     parts = [
-        [source.name, source.corpus, fingerprint_source(source.path, source_settings(settings))]
+        [source.name, source.corpus, fingerprint_source(source.path, shaping, files[source.name])]
         for source in settings.sources
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -135,17 +149,18 @@ def main() -> None:
     """Entry point of the DVC stage: skip at once when neither source nor raw folder changed."""
     settings = load_settings().ingest
     fingerprint = source_fingerprint(settings)
+    raw_files = {file for files in metadata_files(settings).values() for file in files}
     state = json.loads(INGEST_STATE_FILE.read_text()) if INGEST_STATE_FILE.exists() else {}
     if (
         state.get("source") == fingerprint
         and RAW_DIR.is_dir()
-        and state.get("raw") == fingerprint_tree(RAW_DIR)
+        and state.get("raw") == fingerprint_tree(RAW_DIR, raw_files)
     ):
         print(f"ingest: source {settings.describe()!r} unchanged since the last run; nothing to do")
         return
     result = run_flow(ingest, settings=settings)
     write_json(METRICS_DIR / "ingest.json", result)
-    write_json(INGEST_STATE_FILE, {"source": fingerprint, "raw": fingerprint_tree(RAW_DIR)})
+    write_json(INGEST_STATE_FILE, {"source": fingerprint, "raw": fingerprint_tree(RAW_DIR, raw_files)})
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def check_data(data: Path, settings: Validate, docs_dir: Path | None) -> Validat
         {
             name: check_source(data / name, corpus, settings, docs_dir, context, f"{SUITE_NAME}-{name}")
             for name, corpus in sources.items()
-        }
+        },
+        sources,
     )
 
 

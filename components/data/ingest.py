@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,40 +35,48 @@ class SyncSummary:
         return len(self.added) + len(self.changed) + len(self.removed)
 
 
-def list_audio(root: Path) -> dict[str, Path]:
-    """Audio files under ``root`` by their path relative to it (symlinked folders not followed)."""
+def list_audio(root: Path, metadata_files: Collection[str] = ()) -> dict[str, Path]:
+    """Audio files under ``root`` by their path relative to it (symlinked folders not followed).
+
+    Args:
+        root: The folder to walk.
+        metadata_files: File names listed too, wherever they are (a corpus's label files, e.g.
+            CREMA-D's ``VideoDemographics.csv``: ``Corpus.metadata_files``).
+    """
     found: dict[str, Path] = {}
     for folder, dirs, names in os.walk(root, followlinks=False):
         dirs.sort()
         for name in sorted(names):
             path = Path(folder) / name
-            if path.suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("._") and path.is_file():
+            wanted = path.suffix.lower() in AUDIO_EXTENSIONS or name in metadata_files
+            if wanted and not name.startswith("._") and path.is_file():
                 found[path.relative_to(root).as_posix()] = path
     return found
 
 
-def fingerprint_tree(root: Path) -> str:
-    """A cheap fingerprint of a folder's audio files: their names, sizes and modification times."""
+def fingerprint_tree(root: Path, metadata_files: Collection[str] = ()) -> str:
+    """A cheap fingerprint of a folder's audio (and metadata) files: names, sizes, modification times."""
     digest = hashlib.sha256()
-    for relative, path in list_audio(root).items():
+    for relative, path in list_audio(root, metadata_files).items():
         info = path.stat()
         digest.update(f"{relative}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
-def fingerprint_source(source: str, settings: dict) -> str:
+def fingerprint_source(source: str, settings: dict, metadata_files: Collection[str] = ()) -> str:
     """A fingerprint of what ``ingest.source`` points at, cheap enough to check on every run.
 
     Args:
         source: ``demo``, ``zenodo`` or a folder/zip path.
         settings: The settings that shape the result (demo size and seed, extraction limit).
+        metadata_files: A folder's metadata file names that count too (see :func:`list_audio`).
     """
     if source in ("demo", "zenodo"):
         detail = source
     else:
         path = Path(source)
         if path.is_dir():
-            detail = fingerprint_tree(path)
+            detail = fingerprint_tree(path, metadata_files)
         elif path.is_file():
             info = path.stat()
             detail = f"{path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}"
@@ -76,23 +85,25 @@ def fingerprint_source(source: str, settings: dict) -> str:
     return hashlib.sha256(json.dumps([detail, settings], sort_keys=True).encode()).hexdigest()
 
 
-def sync_audio(src_root: Path, dst_root: Path) -> SyncSummary:
+def sync_audio(src_root: Path, dst_root: Path, metadata_files: Collection[str] = ()) -> SyncSummary:
     """Make ``dst_root`` hold exactly the audio files of ``src_root``, copying only what differs.
 
     Files are copied atomically (temporary name, then rename) and left read-only: raw data is
-    never edited in place. Non-audio files in ``dst_root`` are left alone.
+    never edited in place. Other files in ``dst_root`` are left alone.
 
     Args:
         src_root: Folder to copy from (never modified).
         dst_root: The raw-data folder.
+        metadata_files: File names synced with the audio, wherever they are (a corpus's label
+            files: CREMA-D's demographics), so the adapter reading ``dst_root`` finds them.
 
     Returns:
         The relative paths added, changed and removed.
     """
     summary = SyncSummary()
     dst_root.mkdir(parents=True, exist_ok=True)
-    sources = list_audio(src_root)
-    existing = list_audio(dst_root)
+    sources = list_audio(src_root, metadata_files)
+    existing = list_audio(dst_root, metadata_files)
     for relative, src in sources.items():
         dst = dst_root / relative
         if relative in existing and filecmp.cmp(src, dst, shallow=False):
@@ -110,7 +121,9 @@ def sync_audio(src_root: Path, dst_root: Path) -> SyncSummary:
     return summary
 
 
-def sync_sources(sources: dict[str, Path], dst_root: Path) -> SyncSummary:
+def sync_sources(
+    sources: dict[str, Path], dst_root: Path, metadata_files: Mapping[str, Collection[str]] | None = None
+) -> SyncSummary:
     """Make ``dst_root/<name>/`` hold exactly each named source's audio, and nothing else be audio.
 
     As :func:`sync_audio` for each source into its own folder; audio files in ``dst_root`` outside
@@ -119,18 +132,21 @@ def sync_sources(sources: dict[str, Path], dst_root: Path) -> SyncSummary:
     Args:
         sources: Folder to copy from (never modified) by source name.
         dst_root: The raw-data folder.
+        metadata_files: By source name, the metadata file names its corpus reads (synced too).
 
     Returns:
         What changed, paths relative to ``dst_root``.
     """
     summary = SyncSummary()
+    metadata_files = metadata_files or {}
     for name, src_root in sources.items():
-        part = sync_audio(src_root, dst_root / name)
+        part = sync_audio(src_root, dst_root / name, metadata_files.get(name, ()))
         summary.added += [f"{name}/{relative}" for relative in part.added]
         summary.changed += [f"{name}/{relative}" for relative in part.changed]
         summary.removed += [f"{name}/{relative}" for relative in part.removed]
         summary.unchanged += part.unchanged
-    for relative in list_audio(dst_root):
+    every = {file for files in metadata_files.values() for file in files}
+    for relative in list_audio(dst_root, every):
         if relative.split("/", 1)[0] not in sources or "/" not in relative:
             (dst_root / relative).unlink()
             summary.removed.append(relative)

@@ -184,12 +184,17 @@ def validate_corpus_clips(
     return sorted_report(clips, problems, rejected, checks, warnings, params, docs_dir)
 
 
-def merge_reports(reports: Mapping[str, ValidationReport]) -> ValidationReport:
+def merge_reports(
+    reports: Mapping[str, ValidationReport], corpora: Mapping[str, str] | None = None
+) -> ValidationReport:
     """One report of several sources' (by source name): a clip id seen in an earlier source is rejected.
 
-    Each check's name starts with its source's name, so two suites' results stay apart.
+    Each check's name starts with its source's name, so two suites' results stay apart. The
+    report counts the clips accepted and files rejected per corpus (``corpora``: each source's
+    corpus; a source not in it counts under its own name).
     """
     clips, rejected, checks, warnings, seen = [], [], [], [], {}
+    counts: dict[str, dict[str, int]] = {}
     for name, report in reports.items():
         table = report.clips
         again = table["clip_id"].isin(list(seen))
@@ -203,6 +208,9 @@ def merge_reports(reports: Mapping[str, ValidationReport]) -> ValidationReport:
         rejected += [report.rejected, duplicates.astype(str)]
         checks += [replace(check, name=f"{name}: {check.name}") for check in report.checks]
         warnings += report.warnings
+        count = counts.setdefault((corpora or {}).get(name, name), {"n_clips": 0, "n_rejected": 0})
+        count["n_clips"] += int((~again).sum())
+        count["n_rejected"] += len(report.rejected) + len(duplicates)
     first = next(iter(reports.values()))
     return ValidationReport(
         clips=pd.concat(clips, ignore_index=True),
@@ -211,4 +219,5 @@ def merge_reports(reports: Mapping[str, ValidationReport]) -> ValidationReport:
         warnings=warnings,
         max_rejected_share=first.max_rejected_share,
         docs_dir=first.docs_dir,
+        corpora=dict(sorted(counts.items())),
     )

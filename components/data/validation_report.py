@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -30,6 +31,7 @@ class ValidationReport:
     warnings: list[str]
     max_rejected_share: float
     docs_dir: Path | None = None
+    corpora: dict[str, dict[str, int]] | None = None  # named sources: accepted and rejected per corpus
 
     @property
     def rejected_share(self) -> float:
@@ -42,9 +44,12 @@ class ValidationReport:
         """Some clips were accepted and the rejected share is within the threshold."""
         return len(self.clips) > 0 and self.rejected_share <= self.max_rejected_share
 
-    def metrics(self) -> dict[str, float | int | bool]:
-        """The numbers for DVC and MLflow: counts, the rejected share, and whether it passed."""
-        return {
+    def metrics(self) -> dict[str, Any]:
+        """The numbers for DVC and MLflow: counts, the rejected share, and whether it passed.
+
+        Named sources add ``corpora``: per corpus, its clips accepted and files rejected.
+        """
+        metrics = {
             "n_clips": len(self.clips),
             "n_rejected": len(self.rejected),
             "rejected_share": self.rejected_share,
@@ -52,6 +57,9 @@ class ValidationReport:
             "n_expectations_failed": sum(not check.success for check in self.checks),
             "passed": self.passed,
         }
+        if self.corpora is not None:
+            metrics["corpora"] = self.corpora
+        return metrics
 
     def summary(self) -> str:
         """Each rejected file with its problem, then warnings, failed expectations and counts."""

@@ -5,17 +5,20 @@ Each corpus's feature tables store its own speaker numbers and native label code
 corpora share one, optionally normalises the features (per speaker or per corpus, with no
 labels), and maps the labels onto the shared set (``components.data.corpora.label_map``),
 counting the clips whose label maps to nothing. :func:`score` fits and scores a model on each
-split of a protocol (``components.evaluation.protocols``).
+split of a protocol (``components.evaluation.protocols``); :func:`matrix_cells` and
+:func:`plot_matrices` turn the scores into the cross-corpus matrix and its heat maps.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from components.data.corpora import get_corpus
 from components.data.corpora.label_map import LabelMap, apply_label_map
@@ -28,6 +31,7 @@ from components.evaluation.normalize import normalize_per_speaker
 from components.evaluation.protocols import Split
 
 NORMALIZATIONS: tuple[str, ...] = ("none", "speaker", "corpus")
+CORPUS_PROTOCOLS: tuple[str, ...] = ("cross-corpus", "leave-one-corpus-out")  # scored as a matrix
 
 
 def combine(
@@ -247,3 +251,81 @@ def result_rows(model: str, protocol: str, scored: dict[str, Any], extra: Mappin
         }
         for f in scored["folds"]
     ]
+
+
+# The cross-corpus matrix: rows are training corpora, columns test corpora.
+
+
+def matrix_cells(model: str, scored: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells of the cross-corpus matrix that :func:`score`'s splits filled, one per split and test corpus.
+
+    Returns:
+        Dicts of ``model``, ``train`` (the training corpora, joined by ``+``), ``test``, ``uar``,
+        ``accuracy`` and ``n_test`` (the test corpus's clips).
+    """
+    return [
+        {
+            "model": model,
+            "train": "+".join(fold["train_corpora"]),
+            "test": test,
+            "uar": round(float(metrics["uar"]), 4),
+            "accuracy": round(float(metrics["accuracy"]), 4),
+            "n_test": int(metrics["n"]),
+        }
+        for fold in scored["folds"]
+        for test, metrics in fold["by_corpus"].items()
+    ]
+
+
+def matrix_grid(
+    cells: Sequence[Mapping[str, Any]], model: str, metric: str
+) -> tuple[list[str], list[str], np.ndarray]:
+    """``(training corpora, test corpora, values)`` of one model's cells; NaN where none was scored."""
+    picked = [cell for cell in cells if cell["model"] == model]
+    rows = list(dict.fromkeys(cell["train"] for cell in picked))
+    place = {name: i for i, name in enumerate(rows)}  # a corpus trained on alone: under its own row
+    columns = sorted(dict.fromkeys(cell["test"] for cell in picked), key=lambda c: place.get(c, len(place)))
+    grid = np.full((len(rows), len(columns)), np.nan)
+    for cell in picked:
+        grid[rows.index(cell["train"]), columns.index(cell["test"])] = cell[metric]
+    return rows, columns, grid
+
+
+def plot_matrices(
+    panels: Sequence[tuple[str, Sequence[str], Sequence[str], np.ndarray]], n_columns: int = 2
+) -> Figure:
+    """Heat maps of cross-corpus matrices, ``n_columns`` to a row (made without pyplot).
+
+    Args:
+        panels: ``(title, training corpora, test corpora, values in [0, 1])`` each; NaN: not scored.
+        n_columns: Panels side by side.
+    """
+    n_rows = max(1, math.ceil(len(panels) / n_columns))
+    fig = Figure(figsize=(4.25 * n_columns, 3.6 * n_rows), layout="constrained")
+    axes = list(fig.subplots(n_rows, n_columns, squeeze=False).flat)
+    for ax, (title, rows, columns, grid) in zip(axes, panels, strict=False):
+        ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(columns)), list(columns))
+        ax.set_yticks(range(len(rows)), list(rows))
+        ax.set_xlabel("test corpus")
+        ax.set_ylabel("training corpus")
+        ax.set_title(title, fontsize=9)
+        for (row, column), value in np.ndenumerate(grid):
+            if np.isnan(value):
+                ax.text(column, row, "n/a", ha="center", va="center", color="black")
+            else:  # viridis is light above 0.6
+                colour = "white" if value < 0.6 else "black"
+                ax.text(column, row, f"{value:.2f}", ha="center", va="center", color=colour)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    return fig
+
+
+def matrix_figure(cells: Sequence[Mapping[str, Any]]) -> Figure:
+    """UAR and accuracy heat maps of each model's cells (:func:`matrix_cells`), a row per model."""
+    panels = []
+    for model in dict.fromkeys(cell["model"] for cell in cells):
+        for metric, title in (("uar", "UAR"), ("accuracy", "accuracy")):
+            rows, columns, grid = matrix_grid(cells, model, metric)
+            panels.append((f"{model}: {title}", rows, columns, grid))
+    return plot_matrices(panels)

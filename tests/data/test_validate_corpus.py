@@ -98,3 +98,11 @@ def test_merged_sources_keep_suites_apart_and_reject_a_clip_id_seen_before(tmp_p
     ]
     assert {check.name.split(": ")[0] for check in merged.checks} == {"a", "b"}
     assert len(merged.checks) == len(reports["a"].checks) + len(reports["b"].checks)
+    # per corpus: two sources of EmoDB add up (the duplicate counts as rejected)
+    both = merge_reports(reports, {"a": "emodb", "b": "emodb"}).metrics()["corpora"]
+    assert both == {"emodb": {"n_clips": 5, "n_rejected": 1}}
+    assert merge_reports(reports, {"a": "emodb", "b": "custom-b"}).metrics()["corpora"] == {
+        "custom-b": {"n_clips": 1, "n_rejected": 1},
+        "emodb": {"n_clips": 4, "n_rejected": 0},
+    }
+    assert "corpora" not in reports["a"].metrics()  # one source, as before

@@ -64,6 +64,10 @@ def test_two_sources_are_ingested_apart_and_each_validated_by_its_corpus_suite(
 
     assert validated["passed"] and validated["n_rejected"] == 1
     assert validated["n_warnings"] == 1  # speaker 09: 1 clip, under half the median speaker's
+    assert validated["corpora"] == {  # metrics/validate.json: accepted and rejected per corpus
+        "emodb": {"n_clips": len(EMODB_NAMES), "n_rejected": 1},
+        "ravdess": {"n_clips": 104, "n_rejected": 0},
+    }
     docs = tmp_path / "docs"
     suites = {"clips-ravdess", "clips-emodb"}  # a suite per source, in one Data Docs site
     assert {p.stem for p in (docs / "expectations").glob("*.html")} == suites
@@ -81,6 +85,7 @@ def test_two_sources_are_ingested_apart_and_each_validated_by_its_corpus_suite(
         "Actor_05/03-01-05-02-01-01-05.wav",
     ]
     assert clips["corpus"].tolist() == ["ravdess", "ravdess"] and validated["passed"]
+    assert "corpora" not in validated  # the single source's metrics are as they were
 
 
 def test_train_scores_only_the_chosen_corpora(demo_features):

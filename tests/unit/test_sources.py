@@ -125,6 +125,53 @@ def test_sources_are_synced_into_their_own_folders_and_strays_removed(tmp_path, 
     assert again.n_changes == 0 and again.unchanged == 2
 
 
+def test_cremad_demographics_travel_with_its_audio_from_a_folder_or_a_zip(tmp_path, write_wav):
+    import zipfile
+
+    from components.data.corpora import get_corpus
+    from flows.ingest import metadata_files, source_fingerprint, stage_sources
+
+    crema, emodb, raw = tmp_path / "crema", tmp_path / "emodb", tmp_path / "raw"
+    for name in ("1001_DFA_ANG_XX.wav", "1002_IEO_HAP_HI.wav"):
+        write_wav(crema / "AudioWAV" / name)
+    demographics = crema / "VideoDemographics.csv"
+    demographics.write_text("ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,,\n1002,21,Female,,\n")
+    (crema / "notes.csv").write_text("not the corpus's: not copied")
+    write_wav(emodb / "03a01Fa.wav")
+    sources = [
+        {"name": "crema", "corpus": "cremad", "path": str(crema)},
+        {"name": "emodb", "corpus": "emodb", "path": str(emodb)},
+    ]
+    settings = Ingest(source=sources)
+    files = metadata_files(settings)
+    assert files == {"crema": ("VideoDemographics.csv",), "emodb": ()}
+    summary = sync_sources({"crema": crema, "emodb": emodb}, raw, files)
+    copied = raw / "crema" / "VideoDemographics.csv"
+    assert "crema/VideoDemographics.csv" in summary.added and copied.read_text() == demographics.read_text()
+    assert not copied.stat().st_mode & 0o222  # read-only, as the audio
+    assert not (raw / "crema" / "notes.csv").exists()
+    genders = {c.speaker: c.gender for c in get_corpus("cremad").scan(raw / "crema").clips}
+    assert genders == {"1001": "male", "1002": "female"}  # known after ingest, as in the source
+
+    before = source_fingerprint(settings)
+    demographics.write_text("ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,,\n1002,21,Male,,\n")
+    assert source_fingerprint(settings) != before  # the stage does not skip a changed file
+    both = {"crema": crema, "emodb": emodb}
+    assert sync_sources(both, raw, files).changed == ["crema/VideoDemographics.csv"]
+    demographics.unlink()
+    assert sync_sources(both, raw, files).removed == ["crema/VideoDemographics.csv"]
+
+    archive = tmp_path / "crema.zip"  # a zip source: the file is extracted with the audio
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(crema / "AudioWAV" / "1001_DFA_ANG_XX.wav", "CREMA-D/AudioWAV/1001_DFA_ANG_XX.wav")
+        zf.writestr("CREMA-D/VideoDemographics.csv", "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,,\n")
+    zipped = Ingest(source=[{"name": "crema", "corpus": "cremad", "path": str(archive)}])
+    staged = stage_sources(zipped.sources, tmp_path / "staging", zipped)
+    sync_sources(staged, tmp_path / "raw-zip", metadata_files(zipped))
+    (clip,) = get_corpus("cremad").scan(tmp_path / "raw-zip" / "crema").clips
+    assert clip.gender == "male"
+
+
 def test_the_record_of_sources_round_trips_and_a_broken_one_is_named(tmp_path):
     assert read_sources(tmp_path) is None  # no record: one RAVDESS source
     write_sources(tmp_path, {"ravdess": "ravdess", "emodb": "emodb"})

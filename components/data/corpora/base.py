@@ -83,6 +83,8 @@ class Corpus:
         speaker_gender: The speakers the corpus defines and their gender.
         folds: The speaker-independent protocol the corpus is scored with by default:
             ``{"protocol": ..., **settings}`` for :func:`components.evaluation.protocols.make_splits`.
+        metadata_files: Names of the files besides the audio that :meth:`scan` reads labels from
+            (anywhere under the root): ingest copies them with the audio.
     """
 
     name: ClassVar[str] = ""
@@ -91,6 +93,7 @@ class Corpus:
     label_names: ClassVar[Mapping[str, str]] = {}
     speaker_gender: ClassVar[Mapping[str, str]] = {}
     folds: ClassVar[Mapping[str, Any]] = {"protocol": "leave-one-speaker-out", "n_val_actors": 1}
+    metadata_files: ClassVar[tuple[str, ...]] = ()
 
     def parse(self, relative: str, location: str) -> CorpusClip:
         """The clip a file is, from its path relative to the corpus root.

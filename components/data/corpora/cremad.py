@@ -85,6 +85,7 @@ class CremaD(Corpus):
     label_names = LABELS
     speaker_gender: ClassVar[dict[str, str]] = {str(a): "" for a in ACTORS}
     folds: ClassVar[dict[str, Any]] = {"protocol": "actor-kfold", "n_folds": 5, "n_val_actors": 4}
+    metadata_files: ClassVar[tuple[str, ...]] = (DEMOGRAPHICS_FILE,)  # the actors' genders
 
     def __init__(self) -> None:
         self.gender: dict[str, str] = {}

@@ -162,7 +162,8 @@ def time_model(name: str, settings: dict, data: Path) -> dict[str, float]:
         model = fit_on_rows(spec, subset, train, split.val)
         fit_s = time.perf_counter() - started
         extract = extract_params(settings["preprocess"], settings["featurize"])
-        predictor = EmotionPredictor(model, spec.stats_sets, spec.uses_logmel, extract, {"model": name})
+        info = {"model": name}
+        predictor = EmotionPredictor(model, spec.stats_sets, spec.uses_logmel, extract, info, spec.sequence)
         signals = [sf.read(path, dtype="float32") for path in paths]
         predictor.predict_signals(signals[:1])  # warm: filterbanks, openSMILE, torch kernels
         times = []

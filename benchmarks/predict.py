@@ -68,15 +68,14 @@ def fit_predictor(name: str, features: Path, epochs: int) -> Any:
     spec = ModelSpec.from_params(name, params[name])
     if spec.uses_logmel and "epochs" in spec.params:
         spec.params["epochs"] = epochs
-    data = load_dataset(features, list(spec.stats_sets), spec.uses_logmel)
+    data = load_dataset(features, list(spec.stats_sets), spec.uses_logmel, spec.sequence)
     actors = data.labels["actor"].to_numpy()
     val = np.flatnonzero(actors == actors.max()) if spec.uses_logmel else np.array([], dtype=int)
     train = np.setdiff1d(np.arange(len(data)), val)
     model = fit_on_rows(spec, data, train, val)
     extract = extract_params(params["preprocess"], params["featurize"])
-    return EmotionPredictor(
-        model, spec.stats_sets, spec.uses_logmel, extract, {"model": name, "kind": spec.kind}
-    )
+    info = {"model": name, "kind": spec.kind}
+    return EmotionPredictor(model, spec.stats_sets, spec.uses_logmel, extract, info, spec.sequence)
 
 
 def register_in(store: str, workdir: Path, name: str, predictor: Any) -> str:

@@ -19,9 +19,6 @@ import math
 
 import numpy as np
 
-from components.data.audio import fit_length, resample, to_mono
-from components.errors import SerError
-from components.features import whisper
 from components.features import whisper_layers as layers_set  # its parameter name shadows the module
 
 PARAMS: tuple[str, ...] = ("clip_dur", "whisper_layers")  # settings of the set (clip_dur: preprocess)
@@ -35,42 +32,7 @@ def output_shape(
 ) -> tuple[int, int]:
     """``(channels, n_frames)`` of every array :func:`extract` returns: 384 channels a layer."""
     del sampling_rate  # accepted as logmel.output_shape takes it: the frame rate is Whisper's
-    return len(layers_set.check_layers(whisper_layers)) * layers_set._width(), round(clip_dur * FRAME_RATE)
-
-
-def hidden_states(signal: np.ndarray, sampling_rate: int, layers: tuple[int, ...]) -> np.ndarray:
-    """The chosen hidden states of the frames that start inside the clip, ``[n_frames, layers x 384]``.
-
-    Args:
-        signal: Mono float32 signal (resampled to 16 kHz when needed; cut at Whisper's 30 s).
-        sampling_rate: Its rate in Hz.
-        layers: Checked layer indices (0 the input embedding .. 4 the last block).
-
-    Raises:
-        SerError: An empty signal.
-    """
-    import torch
-
-    from components.wav2vec2.hf_whisper import encode
-
-    audio = resample(to_mono(np.asarray(signal, dtype=np.float32)), sampling_rate, whisper.SAMPLING_RATE)
-    n_valid = min(len(audio), whisper.N_SAMPLES)
-    if n_valid == 0:
-        raise SerError("Whisper frames of an empty signal: the clip holds no samples")
-    step = whisper.CONV_STRIDE * whisper.HOP_LENGTH
-    encoder = layers_set.load_encoder()
-    mel = whisper.log_mel(fit_length(audio, step * math.ceil(n_valid / step)), encoder.config.num_mel_bins)
-    n_frames = mel.shape[1] // whisper.CONV_STRIDE
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one clip a call: processes parallelise clips
-    try:
-        with torch.inference_mode():
-            states = encode(encoder, torch.from_numpy(mel)[None], torch.ones(1, n_frames))
-    finally:
-        torch.set_num_threads(threads)
-    # an output frame covers two 10 ms frames; keep those that start inside the clip
-    n_clip = math.ceil(math.ceil(n_valid / whisper.HOP_LENGTH) / whisper.CONV_STRIDE)
-    return np.concatenate([states[layer][0, :n_clip].float().numpy() for layer in layers], axis=1)
+    return len(layers_set.check_layers(whisper_layers)) * layers_set.width(), round(clip_dur * FRAME_RATE)
 
 
 def extract(
@@ -97,7 +59,7 @@ def extract(
     layers = layers_set.check_layers(whisper_layers)
     n_channels, n_total = output_shape(sampling_rate, clip_dur=clip_dur, whisper_layers=layers)
     clip = np.asarray(signal)[: round(clip_dur * sampling_rate)]
-    states = hidden_states(clip, sampling_rate, layers).astype(np.float64)
+    states = layers_set.hidden_states(clip, sampling_rate, layers).astype(np.float64)
     n_pairs = math.ceil(len(states) / _POOLED)
     padded = np.zeros((n_pairs * _POOLED, n_channels))
     padded[: len(states)] = states

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +41,8 @@ def converted_folder(model: str = MODEL) -> Path:
     """The transformers conversion of ``model``'s CTranslate2 weights, made once per ``model.bin`` digest."""
     from components.wav2vec2.ct2_whisper import resolve_encoder
 
-    return Path(resolve_encoder(model, local_only=True))
+    with one_thread():  # a conversion builds a torch model: see one_thread
+        return Path(resolve_encoder(model, local_only=True))
 
 
 def n_layers(model: str = MODEL) -> int:
@@ -48,7 +51,8 @@ def n_layers(model: str = MODEL) -> int:
     return int(config["encoder_layers"]) + 1
 
 
-def _width(model: str = MODEL) -> int:
+def width(model: str = MODEL) -> int:
+    """Values per encoder frame and layer (384 for tiny)."""
     return int(json.loads((converted_folder(model) / "config.json").read_text())["d_model"])
 
 
@@ -64,6 +68,23 @@ def check_layers(layers: list[int] | tuple[int, ...], model: str = MODEL) -> tup
     return chosen
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread inside: a clip per call, processes parallelise clips.
+
+    It also keeps torch's OpenMP pool from starting in a process that forks featurize workers
+    later: a worker inheriting a started pool hangs at its first parallel torch operation.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def load_encoder(model: str = MODEL) -> WhisperEncoder:
     """The converted encoder in eval mode, loaded once per process (so a forked worker loads its own)."""
     from components.wav2vec2.hf_whisper import load_encoder as load_hf
@@ -71,8 +92,37 @@ def load_encoder(model: str = MODEL) -> WhisperEncoder:
     folder = converted_folder(model)
     key = (os.getpid(), str(folder))
     if key not in _ENCODERS:
-        _ENCODERS[key] = load_hf(folder)
+        with one_thread():
+            _ENCODERS[key] = load_hf(folder)
     return _ENCODERS[key]
+
+
+def hidden_states(signal: np.ndarray, sampling_rate: int, layers: tuple[int, ...]) -> np.ndarray:
+    """The clip's encoder frames (50 a second) of ``layers``, side by side: ``[frames, len(layers) * width]``.
+
+    The clip is encoded alone, at its own length (cut at Whisper's 30 s); only the frames that
+    start inside it are returned, never those of the padding to an even number of mel frames.
+
+    Raises:
+        SerError: An empty signal.
+    """
+    import torch
+
+    from components.wav2vec2.hf_whisper import encode
+
+    audio = resample(to_mono(np.asarray(signal, dtype=np.float32)), sampling_rate, whisper.SAMPLING_RATE)
+    n_valid = min(len(audio), whisper.N_SAMPLES)
+    if n_valid == 0:
+        raise SerError("Whisper embedding of an empty signal: the clip holds no samples")
+    step = whisper.CONV_STRIDE * whisper.HOP_LENGTH
+    encoder = load_encoder()
+    mel = whisper.log_mel(fit_length(audio, step * math.ceil(n_valid / step)), encoder.config.num_mel_bins)
+    n_frames = mel.shape[1] // whisper.CONV_STRIDE
+    with one_thread(), torch.inference_mode():
+        states = encode(encoder, torch.from_numpy(mel)[None], torch.ones(1, n_frames))
+    # an output frame covers two 10 ms frames; keep those that start inside the clip
+    n_clip = math.ceil(math.ceil(n_valid / whisper.HOP_LENGTH) / whisper.CONV_STRIDE)
+    return np.concatenate([states[layer][0, :n_clip].float().numpy() for layer in layers], axis=1)
 
 
 def identity() -> str:
@@ -89,12 +139,11 @@ def feature_names(
 ) -> list[str]:
     """Names of :func:`extract`'s values: per layer ``whisper_l2_mean_000``..., then its ``std``s."""
     stats = ("mean",) if whisper_pooling == "mean" else ("mean", "std")
-    width = _width()
     return [
         f"whisper_l{layer}_{stat}_{i:03d}"
         for layer in check_layers(whisper_layers)
         for stat in stats
-        for i in range(width)
+        for i in range(width())
     ]
 
 
@@ -119,34 +168,13 @@ def extract(
     Raises:
         SerError: An unknown pooling or layer, or an empty signal.
     """
-    import torch
-
-    from components.wav2vec2.hf_whisper import encode
-
     if whisper_pooling not in whisper.POOLINGS:
         raise SerError(f"Whisper pooling {whisper_pooling!r}: choose one of {', '.join(whisper.POOLINGS)}")
     layers = check_layers(whisper_layers)
-    audio = resample(to_mono(np.asarray(signal, dtype=np.float32)), sampling_rate, whisper.SAMPLING_RATE)
-    n_valid = min(len(audio), whisper.N_SAMPLES)
-    if n_valid == 0:
-        raise SerError("Whisper embedding of an empty signal: the clip holds no samples")
-    step = whisper.CONV_STRIDE * whisper.HOP_LENGTH
-    encoder = load_encoder()
-    mel = whisper.log_mel(fit_length(audio, step * math.ceil(n_valid / step)), encoder.config.num_mel_bins)
-    n_frames = mel.shape[1] // whisper.CONV_STRIDE
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one clip a call: processes parallelise clips
-    try:
-        with torch.inference_mode():
-            states = encode(encoder, torch.from_numpy(mel)[None], torch.ones(1, n_frames))
-    finally:
-        torch.set_num_threads(threads)
-    # an output frame covers two 10 ms frames; keep those that start inside the clip
-    n_clip = math.ceil(math.ceil(n_valid / whisper.HOP_LENGTH) / whisper.CONV_STRIDE)
+    frames = hidden_states(signal, sampling_rate, layers).astype(np.float64)
     parts = []
-    for layer in layers:
-        frames = states[layer][0, :n_clip].double().numpy()
-        parts.append(frames.mean(axis=0))
+    for layer_frames in np.split(frames, len(layers), axis=1):
+        parts.append(layer_frames.mean(axis=0))
         if whisper_pooling == "meanstd":
-            parts.append(frames.std(axis=0))
+            parts.append(layer_frames.std(axis=0))
     return np.concatenate(parts).astype(np.float32)

@@ -60,14 +60,19 @@ def unpack(X: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
     return logmel, stats
 
 
-def logmel_moments(logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-mel-bin mean and std over clips and frames, as float32 ``[n_mels]`` arrays."""
+def logmel_moments(logmel: np.ndarray, skip_padding: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mel-bin mean and std over clips and frames, as float32 ``[n_mels]`` arrays.
+
+    ``skip_padding``: over the frames that are not all zero only (the padding of a masked net).
+    """
     total, squares = np.zeros(logmel.shape[1]), np.zeros(logmel.shape[1])
+    count = 0
     for start in range(0, len(logmel), CHUNK):
         part = logmel[start : start + CHUNK].astype(np.float64)
-        total += part.sum(axis=(0, 2))
+        total += part.sum(axis=(0, 2))  # padding frames add zeros
         squares += np.square(part).sum(axis=(0, 2))
-    count = logmel.shape[0] * logmel.shape[2]
+        count += int(part.any(axis=1).sum()) if skip_padding else part.shape[0] * part.shape[2]
+    count = max(count, 1)
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
@@ -188,6 +193,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         """The most probable label of each clip."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
+    @property
+    def _masked(self) -> bool:
+        return bool((self.arch_params or {}).get("masked", False))
+
     def _build(self) -> nn.Module:
         """A freshly initialised net for the fitted data's shapes."""
         return build_net(self.arch, self.n_mels_, self.n_stats_, len(self.classes_), self.arch_params or {})
@@ -195,7 +204,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def _fit_scalers(self, logmel: np.ndarray, stats: np.ndarray | None) -> None:
         """Per-mel-bin log-mel moments and per-column stats moments of the training clips."""
         self.n_mels_, self.n_stats_ = logmel.shape[1], 0 if stats is None else stats.shape[1]
-        self.logmel_mean_, self.logmel_std_ = logmel_moments(logmel)
+        self.logmel_mean_, self.logmel_std_ = logmel_moments(logmel, self._masked)
         self.stats_mean_ = self.stats_std_ = None
         if stats is not None:
             self.stats_mean_ = np.nan_to_num(np.nanmean(stats, axis=0)).astype(np.float32)
@@ -214,6 +223,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         scaled = logmel.astype(np.float32)  # always a copy: the caller's array is left alone
         scaled -= self.logmel_mean_[None, :, None]
         scaled /= self.logmel_std_[None, :, None]
+        if self._masked:  # padding (all-zero frames) stays zero: the net leaves it out
+            scaled *= logmel.any(axis=1, keepdims=True)
         if stats is not None:
             stats = np.nan_to_num((stats - self.stats_mean_) / self.stats_std_).astype(np.float32)
             stats = torch.from_numpy(stats)

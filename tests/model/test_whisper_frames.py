@@ -42,6 +42,7 @@ DEEP = {
     "epochs": 1,
     "n_filters": 8,
     "rnn_hidden": 8,
+    "masked": True,  # the padding beyond each 1 s clip is left out
 }
 
 
@@ -50,7 +51,7 @@ def test_the_frames_are_the_layers_averaged_in_pairs_and_zero_beyond_the_clip():
     values = sets.extract_sets(clip, 16_000, [SET], PARAMS)[SET]
     assert values.dtype == np.float16 and values.shape == (768, 100)
     assert sets.sequence_layout(SET, PARAMS) == (np.dtype("<f2"), (768, 100))
-    states = whisper_frames.hidden_states(clip, 16_000, (2, 3))
+    states = whisper_layers.hidden_states(clip, 16_000, (2, 3))
     assert states.shape == (65, 768)
     expected = np.vstack([states[:64].reshape(32, 2, 768).mean(axis=1), states[64:]])
     np.testing.assert_allclose(values[:, :33].T.astype(np.float32), expected, rtol=2e-3, atol=2e-3)
@@ -103,7 +104,7 @@ def test_a_deep_model_trains_on_the_frames_through_the_pipeline(corpus, tmp_path
     result = evaluate_splits(spec, data, [split], "random", "all")
     fold = result.folds[0]
     assert fold.n_test == 2 and len(fold.history["train_loss"]) == 1
-    assert 0.0 <= result.summary["accuracy_mean"] <= 1.0
+    assert set(fold.predictions["pred"]) <= {1, 2}  # neutral and calm: the classes it was trained on
     with pytest.raises(SerError, match=r"logmel.parquet: missing; add logmel to featurize.feature_sets"):
         prepare_data(
             ModelSpec.from_params("cnn", {**DEEP, "sequence": "logmel"}), tmp_path / "features", "all", False
@@ -123,7 +124,7 @@ def test_a_registered_model_on_the_frames_predicts_in_a_fresh_process(
 
     featurize(corpus, tmp_path / "features", ["handmade", SET], PARAMS, progress=False)
     spec = ModelSpec.from_params(
-        "cnn_w", {"kind": "cnn", "features": ["handmade"], "sequence": SET, "n_filters": 8}
+        "cnn_w", {"kind": "cnn", "features": ["handmade"], "sequence": SET, "n_filters": 8, "masked": True}
     )
     data = prepare_data(spec, tmp_path / "features", "all", speaker_norm=False)
     model = build_model("cnn", {**spec.params, "epochs": 3, "patience": 3})

@@ -22,20 +22,34 @@ from tests.conftest import ROOT
 CONFIGS = sorted((ROOT / "experiments" / "configs").glob("*.yaml"))
 
 
+def specs(path: Path) -> list:
+    params = load_params(ROOT / "params.yaml")
+    config = load_config(path, params)
+    return [model_spec(name, entry, params) for name, entry in config["configurations"].items()]
+
+
+# a config of deep models trains for minutes even here: make test-all runs it
+CASES = [
+    pytest.param(
+        path, id=path.stem, marks=[pytest.mark.slow] if any(s.uses_logmel for s in specs(path)) else []
+    )
+    for path in CONFIGS
+]
+
+
 def test_there_is_a_config_to_run():
     assert CONFIGS, "experiments/configs/ holds no config"
 
 
 @pytest.fixture(scope="module")
 def features(demo_features, tmp_path_factory) -> Path:
-    """The demo corpus's tables, plus every scalar set a config reads that the demo fixture lacks
+    """The demo corpus's tables, plus every set a config reads that the demo fixture lacks
     (extracted for a few clips of each actor and channel only: configurations reading it see those)."""
     params = load_params(ROOT / "params.yaml")
     needed = set()
     for path in CONFIGS:
-        config = load_config(path, params)
-        for name, entry in config["configurations"].items():
-            needed |= set(model_spec(name, entry, params).stats_sets)
+        for spec in specs(path):
+            needed |= {*spec.stats_sets, *([spec.sequence] if spec.uses_logmel else [])}
     out = tmp_path_factory.mktemp("experiment-features")
     for table in (demo_features / "data" / "features").glob("*.parquet"):
         shutil.copy(table, out / table.name)
@@ -48,7 +62,7 @@ def features(demo_features, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[path.stem for path in CONFIGS])
+@pytest.mark.parametrize("config", CASES)
 def test_config_runs_on_validation_actors_and_logs_to_mlflow(config, features, mlflow_store, tmp_path):
     params = load_params(ROOT / "params.yaml")
     params["evaluate"].update(n_folds=2, n_val_actors=1)  # 4 actors: 2 test, 1 validation, 1 training

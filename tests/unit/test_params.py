@@ -45,11 +45,12 @@ MODEL_SECTIONS = {name for name, section in PARAMS.items() if isinstance(section
 def test_every_model_section_builds_its_model():
     # A model section's keys are the model's own arguments: build_model rejects unknown ones.
     from components.models import build_model
+    from components.models.ensemble import MEMBER_KEYS
 
     params = load_params(ROOT / "params.yaml")  # ensemble members resolved from their names
     for name in MODEL_SECTIONS:
         section = params[name]
-        build_model(section["kind"], {k: v for k, v in section.items() if k not in ("kind", "features")})
+        build_model(section["kind"], {k: v for k, v in section.items() if k not in MEMBER_KEYS})
 
 
 def test_every_leaf_key_is_read_by_the_code():

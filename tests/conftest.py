@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -125,7 +126,10 @@ def mlflow_template(tmp_path_factory) -> Path:
     from mlflow import MlflowClient
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    # The default experiment's artifact location is fixed, as an absolute path, when the store is
+    # made: made from the checkout, every copy would write run artifacts into ./mlruns there.
+    with contextlib.chdir(path.parent):
+        MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
 
 

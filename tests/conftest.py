@@ -231,7 +231,7 @@ def make_clone(target: Path, mlflow_template: Path, n_actors: int = 3) -> Path:
     params["featurize"]["feature_sets"] = ["handmade", "logmel", "waveform"]
     params["train"].update(models=["rf", "logreg"], profile="full")  # exactly these, untrimmed
     params["evaluate"].update(runs=[{"protocol": "actor-kfold", "subset": "all"}], n_folds=3, n_val_actors=1)
-    params["rf"]["n_estimators"] = 50
+    params["rf"].update(n_estimators=50, features=["handmade"])  # the sets featurized above
     params["logreg"]["features"] = ["handmade"]
     params["wav2vec2"]["local_only"] = True  # no weights here: the stage records a skip and dvc goes on
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

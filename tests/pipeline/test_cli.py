@@ -58,13 +58,13 @@ def test_evaluate_scores_models_on_a_folder(demo_features, tmp_path):
         [
             "evaluate", str(demo_features / "data" / "raw"),
             "--protocol", "holdout", "--test-actors", "4", "--subset", "speech",
-            "--models", "rf,logreg", "--features", str(tmp_path / "features"),
+            "--models", "rf_handmade,logreg", "--features", str(tmp_path / "features"),
             "--n-workers", "1", "--json", str(out), "--params", str(ROOT / "params.yaml"),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
-    assert {row["model"] for row in rows} == {"rf", "logreg"}
+    assert {row["model"] for row in rows} == {"rf_handmade", "logreg"}
     assert all(row["protocol"] == "holdout" and row["subset"] == "speech" for row in rows)
     assert all(row["accuracy"] > 0.25 for row in rows)  # chance is 1/8
     assert "| model" in result.output

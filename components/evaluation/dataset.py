@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from components.errors import SerError
-from components.evaluation.normalize import normalize_per_speaker
+from components.evaluation.normalize import normalize_per_speaker, normalize_sequences_per_speaker
 from components.features.sets import SCALAR_SETS, SEQUENCE_SETS
 from components.features.store import LABEL_TYPES, read_logmel
 
@@ -56,10 +56,15 @@ class Dataset:
         )
 
     def normalized_per_speaker(self) -> Dataset:
-        """A copy whose scalar features are z-scored within each actor (uses no labels)."""
+        """A copy whose features are z-scored within each actor (uses no labels).
+
+        Scalar sets per column; the sequence set, when loaded, per channel over each actor's
+        frames that are not padding (padding frames stay all zero, keeping its dtype).
+        """
         actors = self.labels["actor"].to_numpy()
         stats = {name: normalize_per_speaker(values, actors) for name, values in self.stats.items()}
-        return Dataset(self.labels, stats, self.logmel)
+        logmel = None if self.logmel is None else normalize_sequences_per_speaker(self.logmel, actors)
+        return Dataset(self.labels, stats, logmel)
 
 
 def load_dataset(

@@ -63,3 +63,68 @@ def normalize_per_speaker(
         std = np.maximum(block.std(axis=0), min_std)
         out[rows] = (block - mean) / std
     return out.reshape(values.shape).astype(dtype, copy=False)
+
+
+def normalize_sequences_per_speaker(
+    sequences: np.ndarray, speakers: np.ndarray, min_clips: int = 2, min_std: float = MIN_STD
+) -> np.ndarray:
+    """Z-score each speaker's frame sequences per channel, over the frames that are not padding.
+
+    A padding frame has every channel exactly zero (the rule of ``components.models.nets``'s
+    frame mask); it neither counts in the statistics nor changes, so a masked net still sees
+    where each clip ends. Like :func:`normalize_per_speaker` this uses no labels, and the
+    statistics are computed one speaker at a time in float32 (sums in float64), so a large
+    float16 set never gets a full-size float64 copy.
+
+    Args:
+        sequences: ``(n_clips, n_channels, n_frames)`` finite values.
+        speakers: ``(n_clips,)`` speaker ids, for example the ``actor`` column.
+        min_clips: The fewest clips a speaker may have.
+        min_std: Floor of a channel's per-speaker standard deviation (population); a channel
+            constant over a speaker's frames becomes 0 in them.
+
+    Returns:
+        An array of the input's shape and float dtype (float64 for other dtypes) in which each
+        speaker's non-padding frames have channel mean 0 and standard deviation 1, and padding
+        frames are still all zero. A frame that was not padding stays non-zero unless every one
+        of its channels equals the speaker's mean (in practice only for a constant speaker).
+
+    Raises:
+        SerError: Shapes disagree, values are not finite, a speaker has too few clips, or all
+            of a speaker's frames are padding.
+    """
+    values = np.asarray(sequences)
+    ids = np.asarray(speakers).ravel()
+    if values.ndim != 3 or len(values) != len(ids):
+        raise SerError(
+            f"sequences of shape {values.shape} need to be (n_clips, n_channels, n_frames) "
+            f"with one clip per speaker id ({len(ids)} ids given)"
+        )
+    speaker_ids, counts = np.unique(ids, return_counts=True)
+    too_few = speaker_ids[counts < min_clips]
+    if len(too_few):
+        raise SerError(
+            f"speaker(s) {too_few.tolist()} have fewer than {min_clips} clips: per-speaker statistics "
+            "need several clips of each speaker"
+        )
+    dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
+    out = np.empty(values.shape, dtype=dtype)
+    for speaker in speaker_ids:
+        rows = np.flatnonzero(ids == speaker)
+        block = values[rows].astype(np.float32)
+        if not np.isfinite(block).all():
+            bad = int((~np.isfinite(block)).any(axis=(1, 2)).sum())
+            raise SerError(
+                f"{bad} clip(s) of speaker {speaker} have NaN or infinite frames; fix them before normalising"
+            )
+        keep = block.any(axis=1, keepdims=True)  # [k, 1, T]: the frames that are not padding
+        count = int(keep.sum())
+        if count == 0:
+            raise SerError(f"speaker {speaker}: every frame of every clip is all zero (padding only)")
+        mean = block.sum(axis=(0, 2), dtype=np.float64) / count  # padding frames add zeros
+        block -= mean.astype(np.float32)[None, :, None]
+        block *= keep
+        std = np.sqrt(np.square(block).sum(axis=(0, 2), dtype=np.float64) / count)
+        block /= np.maximum(std, min_std).astype(np.float32)[None, :, None]
+        out[rows] = block
+    return out

@@ -103,3 +103,28 @@ def test_accuracy_report_renders_the_sample_groups_and_curves(tmp_path, monkeypa
         ("random", None, None),
     ]
     assert "history" not in figures["results"][0] and "groups" not in figures["results"][0]
+
+
+def test_accuracy_report_lists_each_harness_question_against_its_baseline(tmp_path, monkeypatch):
+    import json
+
+    accuracy = benchmark_module("accuracy")
+    (tmp_path / "experiments" / "configs").mkdir(parents=True)
+    (tmp_path / "reports").mkdir()
+    for name in ("asked", "unanswered"):  # a config without a report is left out
+        (tmp_path / "experiments" / "configs" / f"{name}.yaml").write_text("question: q\n")
+    rows = [
+        {"model": "a", "subset": "speech", "uar": 0.5, "uar_sd": 0.1},
+        {"model": "b", "subset": "speech", "uar": 0.6, "uar_sd": 0.1},
+        {"model": "b+speaker_norm", "subset": "speech", "uar": 0.75, "uar_sd": 0.1},
+    ]
+    report = {"question": "does b beat a", "command": "cmd", "primary_metric": "uar", "baseline": "a"}
+    (tmp_path / "reports" / "asked.json").write_text(json.dumps(report | {"rows": rows}))
+    monkeypatch.setattr(accuracy, "ROOT", tmp_path)
+    [(count, lines)] = accuracy.harness_lines()
+    assert count == 3 and lines[0].startswith("Does b beat a? ") and "reports/asked.md" in lines[0]
+    assert lines[2:5] == [
+        "- b+speaker_norm, speech: uar 0.750 ± 0.100 (+0.150 vs plain)",
+        "- b, speech: uar 0.600 ± 0.100 (+0.100 vs a)",
+        "- a, speech: uar 0.500 ± 0.100",
+    ]

@@ -7,13 +7,15 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from components.errors import SerError
+from components.evaluation.dataset import Dataset
 from components.evaluation.metrics import compute_metrics, format_table, plot_confusion, summarize_folds
-from components.evaluation.normalize import normalize_per_speaker
+from components.evaluation.normalize import normalize_per_speaker, normalize_sequences_per_speaker
 
 # 3 neutral, 2 happy, 1 angry; hand-worked below.
 Y_TRUE = [1, 1, 1, 3, 3, 5]
@@ -145,3 +147,65 @@ def test_normalize_per_speaker_keeps_constant_columns_finite_and_rejects_bad_inp
     features[0, 0] = np.nan
     with pytest.raises(SerError, match="NaN"):
         normalize_per_speaker(features, np.array([7, 7, 7, 8, 8, 8]))
+
+
+def _padded_sequences(rng: np.random.Generator, speakers: np.ndarray) -> np.ndarray:
+    """``[n, 3, 10]`` float16 frames, each clip padded with all-zero frames after its own length."""
+    sequences = rng.normal(size=(len(speakers), 3, 10)) * [[1.0], [4.0], [0.5]] + [[2.0], [-8.0], [30.0]]
+    for clip, length in enumerate(rng.integers(4, 11, size=len(speakers))):
+        sequences[clip, :, length:] = 0.0
+    return sequences.astype(np.float16)
+
+
+def test_normalize_sequences_per_speaker_standardises_frames_and_keeps_padding():
+    rng = np.random.default_rng(0)
+    speakers = np.repeat([1, 2], 6)
+    sequences = _padded_sequences(rng, speakers)
+    padding = ~sequences.any(axis=1)  # [n, T]
+    assert padding.any() and not padding.all()
+    out = normalize_sequences_per_speaker(sequences, speakers)
+    assert out.dtype == np.float16 and out.shape == sequences.shape
+    np.testing.assert_array_equal(~out.any(axis=1), padding)  # padding stays zero, frames stay frames
+    for speaker in (1, 2):
+        rows = speakers == speaker
+        frames = out[rows].astype(np.float64).transpose(0, 2, 1)[~padding[rows]]  # [frames, channels]
+        np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=2e-3)
+        np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=2e-3)
+    # a speaker who is louder and more spread out (non-padding frames only) ends up the same
+    other = sequences.astype(np.float64)
+    other[speakers == 2] = other[speakers == 2] * 3.0 + np.where(padding[speakers == 2][:, None], 0.0, 5.0)
+    moved = normalize_sequences_per_speaker(other.astype(np.float32), speakers)
+    np.testing.assert_allclose(moved, out.astype(np.float32), atol=2e-2)
+
+
+def test_normalize_sequences_per_speaker_rejects_bad_input():
+    sequences = _padded_sequences(np.random.default_rng(1), np.repeat([1, 2], 2)).astype(np.float32)
+    with pytest.raises(SerError, match="fewer than 2 clips"):
+        normalize_sequences_per_speaker(sequences, np.array([1, 1, 1, 2]))
+    with pytest.raises(SerError, match="one clip per speaker id"):
+        normalize_sequences_per_speaker(sequences, np.array([1, 1, 2]))
+    with pytest.raises(SerError, match="n_channels, n_frames"):
+        normalize_sequences_per_speaker(sequences[:, :, 0], np.array([1, 1, 2, 2]))
+    silent = sequences.copy()
+    silent[2:] = 0.0
+    with pytest.raises(SerError, match="speaker 2: every frame"):
+        normalize_sequences_per_speaker(silent, np.array([1, 1, 2, 2]))
+    sequences[3, 0, 0] = np.inf
+    with pytest.raises(SerError, match="1 clip\\(s\\) of speaker 2 have NaN or infinite"):
+        normalize_sequences_per_speaker(sequences, np.array([1, 1, 2, 2]))
+
+
+def test_dataset_normalized_per_speaker_normalises_the_sequence_set():
+    rng = np.random.default_rng(2)
+    actors = np.repeat([3, 4], 4)
+    labels = pd.DataFrame({"clip_id": [f"c{i}" for i in range(8)], "actor": actors})
+    sequences = _padded_sequences(rng, actors)
+    data = Dataset(labels, {"handmade": rng.normal(size=(8, 2))}, sequences.copy())
+    normalised = data.normalized_per_speaker()
+    np.testing.assert_array_equal(normalised.logmel, normalize_sequences_per_speaker(sequences, actors))
+    np.testing.assert_array_equal(
+        normalised.stats["handmade"], normalize_per_speaker(data.stats["handmade"], actors)
+    )
+    assert normalised.logmel.dtype == np.float16
+    np.testing.assert_array_equal(data.logmel, sequences)  # the original is left alone
+    assert Dataset(labels, data.stats).normalized_per_speaker().logmel is None

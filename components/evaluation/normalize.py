@@ -15,6 +15,18 @@ from components.errors import SerError
 MIN_STD = 1e-8  # floor for a column's spread: a constant column becomes 0, not NaN or inf
 
 
+def speakers_with_enough_clips(ids: np.ndarray, min_clips: int) -> np.ndarray:
+    """The distinct speaker ids, sorted; SerError naming those with fewer than ``min_clips`` clips."""
+    speaker_ids, counts = np.unique(ids, return_counts=True)
+    too_few = speaker_ids[counts < min_clips]
+    if len(too_few):
+        raise SerError(
+            f"speaker(s) {too_few.tolist()} have fewer than {min_clips} clips: per-speaker statistics "
+            "need several clips of each speaker"
+        )
+    return speaker_ids
+
+
 def normalize_per_speaker(
     features: np.ndarray, speakers: np.ndarray, min_clips: int = 2, min_std: float = MIN_STD
 ) -> np.ndarray:
@@ -49,13 +61,7 @@ def normalize_per_speaker(
         raise SerError(f"{bad} clip(s) have NaN or infinite features; fix or impute them before normalising")
     dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
     out = np.empty(matrix.shape, dtype=np.float64)
-    speaker_ids, counts = np.unique(ids, return_counts=True)
-    too_few = speaker_ids[counts < min_clips]
-    if len(too_few):
-        raise SerError(
-            f"speaker(s) {too_few.tolist()} have fewer than {min_clips} clips: per-speaker statistics "
-            "need several clips of each speaker"
-        )
+    speaker_ids = speakers_with_enough_clips(ids, min_clips)
     for speaker in speaker_ids:
         rows = ids == speaker
         block = matrix[rows].astype(np.float64)
@@ -100,13 +106,7 @@ def normalize_sequences_per_speaker(
             f"sequences of shape {values.shape} need to be (n_clips, n_channels, n_frames) "
             f"with one clip per speaker id ({len(ids)} ids given)"
         )
-    speaker_ids, counts = np.unique(ids, return_counts=True)
-    too_few = speaker_ids[counts < min_clips]
-    if len(too_few):
-        raise SerError(
-            f"speaker(s) {too_few.tolist()} have fewer than {min_clips} clips: per-speaker statistics "
-            "need several clips of each speaker"
-        )
+    speaker_ids = speakers_with_enough_clips(ids, min_clips)
     dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
     out = np.empty(values.shape, dtype=dtype)
     for speaker in speaker_ids:

@@ -169,8 +169,14 @@ def evaluate_cmd(
         typer.Option(help="CORPUS=PATH: the shared label map (default: evaluate.label_map in --params)."),
     ] = None,
     normalize: Annotated[
-        str, typer.Option(help="CORPUS=PATH: none | speaker | corpus (z-scores of features, no labels).")
-    ] = "none",
+        str | None,
+        typer.Option(
+            help="none | speaker | corpus (CORPUS=PATH only): z-scores of features, no labels; speaker "
+            "is evaluate.speaker_norm (each actor's own clips, test actors included). Default: none, "
+            "or for one RAVDESS folder evaluate.speaker_norm in --params.",
+            show_default=False,
+        ),
+    ] = None,
     subset: Annotated[str, typer.Option(help="speech | song | all.")] = "all",
     models: Annotated[
         str, typer.Option(help="Comma-separated models (params.yaml sections).")
@@ -236,13 +242,20 @@ def evaluate_cmd(
     if any("=" in item for item in data):
         label_map = label_map or params.resolve().parent / settings.evaluate.label_map
         options = {"train": train, "test": test, "label_set": label_set, "label_map_path": label_map}
-        options |= {"normalization": normalize, "subset": subset}
+        options |= {"normalization": normalize or "none", "subset": subset}
         report = _evaluate_corpora(data, features, settings, names, protocol, options, json_out)
         if mlflow:
             _log_matrix(report, data, settings, names, protocol, options, params)
         return
     if len(data) != 1:
         raise SerError("give one RAVDESS folder or zip, or CORPUS=PATH items (e.g. emodb=path/to/emodb)")
+    if normalize not in (None, "none", "speaker"):
+        raise SerError(f"--normalize {normalize}: one RAVDESS folder takes none or speaker, not corpus")
+    if normalize is not None:
+        speaker_norm = settings.evaluate.model_copy(update={"speaker_norm": normalize == "speaker"})
+        settings = settings.model_copy(update={"evaluate": speaker_norm})
+    if settings.evaluate.speaker_norm:
+        typer.echo("speaker normalisation: each actor's features z-scored over their own clips (no labels)")
     runs = [(protocol, subset)]
     adapt = settings.evaluate.speaker_min_clips if speaker_adapt else None
     _, rows = evaluate_data(Path(data[0]), features, settings, names, runs, n_workers, adapt)

@@ -69,3 +69,28 @@ def test_evaluate_scores_models_on_a_folder(demo_features, tmp_path):
     assert all(row["accuracy"] > 0.25 for row in rows)  # chance is 1/8
     assert "| model" in result.output
     assert Path(tmp_path / "features" / "handmade.parquet").exists()
+
+
+def test_evaluate_normalizes_per_speaker_on_request(demo_features, tmp_path):
+    def evaluate(*extra: str) -> tuple[object, float]:
+        out = tmp_path / f"results{len(extra)}.json"
+        result = runner.invoke(
+            app,
+            [
+                "evaluate", str(demo_features / "data" / "raw"),
+                "--protocol", "holdout", "--test-actors", "4", "--subset", "speech",
+                "--models", "rf_handmade", "--features", str(tmp_path / "features"),
+                "--n-workers", "1", "--json", str(out), "--params", str(ROOT / "params.yaml"), *extra,
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result, json.loads(out.read_text())[0]["accuracy"]
+
+    plain, plain_accuracy = evaluate()
+    normalised, normalised_accuracy = evaluate("--normalize", "speaker")
+    assert "speaker normalisation" in normalised.output and "speaker normalisation" not in plain.output
+    assert normalised_accuracy != plain_accuracy  # the forest saw other features
+    corpus = runner.invoke(
+        app, ["evaluate", "x", "--normalize", "corpus", "--params", str(ROOT / "params.yaml")]
+    )
+    assert corpus.exit_code == 1 and "--normalize corpus" in str(corpus.exception)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,8 @@ def test_evaluate_scores_models_on_a_folder(demo_features, tmp_path):
 
 
 def test_evaluate_normalizes_per_speaker_on_request(demo_features, tmp_path):
+    shutil.copytree(demo_features / "data" / "features", tmp_path / "features")  # reused, not re-extracted
+
     def evaluate(*extra: str) -> tuple[object, float]:
         out = tmp_path / f"results{len(extra)}.json"
         result = runner.invoke(

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from components.data.discover import discover, read_bytes
+from components.features.featurize import featurize
 from tests.conftest import tone
 
 
@@ -32,6 +33,18 @@ def corpus(tmp_path, write_wav) -> pd.DataFrame:
         row["content_hash"] = hashlib.sha256(read_bytes(found.location)).hexdigest()
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def table_from_forked_workers(corpus: pd.DataFrame, folder: Path, name: str, params: dict) -> Path:
+    """Featurize ``name`` in this process, then in two forked workers; assert both tables are the same
+    bytes (a worker must not reuse the parent's encoder) and return the first one's path."""
+    featurize(corpus, folder / "one", [name], params, progress=False)
+    featurize(
+        corpus, folder / "two", [name], params, n_jobs=2, chunk_size=2, progress=False, start_method="fork"
+    )
+    table = folder / "one" / f"{name}.parquet"
+    assert table.read_bytes() == (folder / "two" / f"{name}.parquet").read_bytes()
+    return table
 
 
 def predicted_in_fresh_process(predictor: Any, store: str, model_name: str, folder: Path) -> dict:

@@ -20,7 +20,7 @@ from components.data.ravdess import EMOTION_NAMES
 from components.features import sets, whisper
 from components.features.featurize import featurize
 from tests.conftest import ROOT, tone
-from tests.model.conftest import predicted_in_fresh_process
+from tests.model.conftest import predicted_in_fresh_process, table_from_forked_workers
 
 SET = "whisper_tiny_en"
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -67,13 +67,7 @@ def test_featurize_writes_the_table_then_reuses_it(corpus, tmp_path, monkeypatch
 
 def test_forked_workers_load_their_own_encoder(corpus, tmp_path):
     """The parent holds an encoder (names, fingerprint, warm-up) before forking: workers must not use it."""
-    featurize(corpus, tmp_path / "one", [SET], PARAMS, progress=False)
-    featurize(
-        corpus, tmp_path / "two", [SET], PARAMS, n_jobs=2, chunk_size=2, progress=False, start_method="fork"
-    )
-    assert (tmp_path / "one" / f"{SET}.parquet").read_bytes() == (
-        tmp_path / "two" / f"{SET}.parquet"
-    ).read_bytes()
+    table_from_forked_workers(corpus, tmp_path, SET, PARAMS)
 
 
 @pytest.mark.slow  # the same path for whisper_tiny_en_layers (the default set) runs in test_whisper_layers.py

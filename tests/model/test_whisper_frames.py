@@ -22,7 +22,7 @@ from components.evaluation.protocols import random_split
 from components.features import sets, whisper_frames, whisper_layers
 from components.features.featurize import featurize, read_logmel
 from tests.conftest import ROOT, tone
-from tests.model.conftest import predicted_in_fresh_process
+from tests.model.conftest import predicted_in_fresh_process, table_from_forked_workers
 
 SET = "whisper_tiny_en_frames"
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -77,14 +77,9 @@ def test_a_layer_the_encoder_lacks_is_refused_in_one_line():
 
 
 def test_forked_workers_write_the_same_table(corpus, tmp_path):
-    featurize(corpus, tmp_path / "one", [SET], PARAMS, progress=False)
-    featurize(
-        corpus, tmp_path / "two", [SET], PARAMS, n_jobs=2, chunk_size=2, progress=False, start_method="fork"
-    )
-    one = (tmp_path / "one" / f"{SET}.parquet").read_bytes()
-    assert one == (tmp_path / "two" / f"{SET}.parquet").read_bytes()
-    assert pq.read_table(tmp_path / "one" / f"{SET}.parquet").num_rows == len(corpus)
-    rows, values = read_logmel(tmp_path / "one" / f"{SET}.parquet")
+    table = table_from_forked_workers(corpus, tmp_path, SET, PARAMS)
+    assert pq.read_table(table).num_rows == len(corpus)
+    rows, values = read_logmel(table)
     assert values.shape == (len(corpus), 768, 100) and values.dtype == np.float32
     assert list(rows["clip_id"]) == sorted(corpus["clip_id"])
     assert values[:, :, :25].any(axis=1).all() and not values[:, :, 26:].any()  # 1 s clips: 25 frames

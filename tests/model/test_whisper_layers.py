@@ -21,7 +21,7 @@ from components.features import sets, whisper_layers
 from components.features.featurize import featurize
 from components.wav2vec2.embed import extract_embeddings
 from tests.conftest import ROOT, tone
-from tests.model.conftest import predicted_in_fresh_process
+from tests.model.conftest import predicted_in_fresh_process, table_from_forked_workers
 
 SET = "whisper_tiny_en_layers"
 SETTINGS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -62,13 +62,7 @@ def test_a_layer_the_encoder_lacks_is_refused_in_one_line(layers):
 
 
 def test_forked_workers_write_the_same_table(corpus, tmp_path):
-    featurize(corpus, tmp_path / "one", [SET], PARAMS, progress=False)
-    featurize(
-        corpus, tmp_path / "two", [SET], PARAMS, n_jobs=2, chunk_size=2, progress=False, start_method="fork"
-    )
-    one = (tmp_path / "one" / f"{SET}.parquet").read_bytes()
-    assert one == (tmp_path / "two" / f"{SET}.parquet").read_bytes()
-    assert pq.read_table(tmp_path / "one" / f"{SET}.parquet").num_rows == len(corpus)
+    assert pq.read_table(table_from_forked_workers(corpus, tmp_path, SET, PARAMS)).num_rows == len(corpus)
 
 
 def test_a_registered_model_on_the_layers_predicts_in_a_fresh_process(corpus, tmp_path, mlflow_store):
